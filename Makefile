@@ -1,0 +1,143 @@
+# triad: build, test, demo, lab, lint and sanitizer builds.
+#
+# `make` builds ./triad. `make test` and `make demo` first run `make deps`
+# (Debian packages) and the build. See README.md.
+
+VERSION := 0.1.0
+
+CC      := gcc
+BUILD   ?= build
+PREFIX  ?= /usr/local
+DESTDIR ?=
+
+# Debian packages the project needs: build, tests, the lab, lint, model.
+DEB_PKGS := gcc make pkg-config libuv1-dev libpq-dev libcurl4-openssl-dev \
+	libc-ares-dev libyaml-dev libssl-dev libjansson-dev libldns-dev \
+	libmicrohttpd-dev libcmocka-dev postgresql-15 postgresql-client-15 \
+	bind9 bind9-dnsutils nginx openssl curl jq nftables iproute2 procps \
+	psmisc python3 python3-psycopg2 clang clang-format cppcheck valgrind \
+	libclang-rt-14-dev spin tmux
+
+PKGS := libuv libpq libcurl libcares yaml-0.1 openssl jansson ldns libmicrohttpd
+
+WARN := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes \
+	-Wmissing-prototypes -Wconversion -Wno-sign-conversion \
+	-Wvla -Wundef -Wpointer-arith -Werror
+
+CFLAGS  ?= -O2 -g
+SAN     ?=
+# Lazily evaluated: `make deps` must work before pkg-config knows the libraries.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+ALL_CFLAGS  = -std=c11 -D_GNU_SOURCE -I. $(WARN) $(CFLAGS) $(SAN) $(PKG_CFLAGS) \
+	-DTRIAD_VERSION='"$(VERSION)"'
+ALL_LDFLAGS = $(SAN) $(LDFLAGS)
+LIBS        = $(PKG_LIBS) -lm
+
+SRC_DIRS := lib probes fencing runbooks runbooks/actions orchestrator
+SRCS     := $(foreach d,$(SRC_DIRS),$(wildcard $(d)/*.c))
+MAIN_SRC := orchestrator/main.c
+LIB_SRCS := $(filter-out $(MAIN_SRC),$(SRCS))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+MAIN_OBJ := $(MAIN_SRC:%.c=$(BUILD)/obj/%.o)
+LIBTRIAD := $(BUILD)/libtriad.a
+
+UNIT_SRCS  := $(wildcard tests/unit/test_*.c)
+UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+UNIT_HELPER_SRCS := $(filter-out $(UNIT_SRCS),$(wildcard tests/unit/*.c))
+UNIT_HELPER_OBJS := $(UNIT_HELPER_SRCS:%.c=$(BUILD)/obj/%.o)
+
+# Small C fixtures (hostile servers and the like) used by the suites.
+FIXTURE_SRCS := $(wildcard tests/fixtures/*.c)
+FIXTURE_BINS := $(FIXTURE_SRCS:tests/fixtures/%.c=$(BUILD)/fixtures/%)
+
+.PHONY: all deps test unit integration demo lab-up lab-down lint asan \
+	valgrind model clean install uninstall fmt
+
+all: triad
+
+triad: $(BUILD)/triad
+	@cp $< $@
+
+$(BUILD)/triad: $(MAIN_OBJ) $(LIBTRIAD)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(LIBTRIAD): $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(UNIT_HELPER_OBJS) $(LIBTRIAD)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(UNIT_HELPER_OBJS) $(LIBTRIAD) \
+		$(ALL_LDFLAGS) $(LIBS) -lcmocka
+
+$(BUILD)/fixtures/%: tests/fixtures/%.c $(LIBTRIAD)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBTRIAD) $(ALL_LDFLAGS) $(LIBS)
+
+unit-bins: $(UNIT_BINS) $(FIXTURE_BINS)
+
+deps:
+	@sh mk/deps.sh $(DEB_PKGS)
+
+# Every suite; the last line of output is `N passed, N failed`.
+test: deps
+	@$(MAKE) --no-print-directory all unit-bins
+	@BUILD=$(BUILD) tests/run.sh all
+
+unit: all unit-bins
+	@BUILD=$(BUILD) tests/run.sh unit
+
+integration: all unit-bins
+	@BUILD=$(BUILD) tests/run.sh integration
+
+demo: deps
+	@$(MAKE) --no-print-directory all unit-bins
+	@examples/demo.sh
+
+lab-up: all unit-bins
+	@examples/lab/lab.sh up
+
+lab-down:
+	@examples/lab/lab.sh down
+
+# AddressSanitizer + UndefinedBehaviorSanitizer build and the unit suites.
+asan:
+	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" all unit-bins
+	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		tests/run.sh unit
+
+# The unit suites under valgrind: any leak or error fails.
+valgrind: all unit-bins
+	@BUILD=$(BUILD) TRIAD_VALGRIND=1 tests/run.sh unit
+
+lint:
+	@mk/lint.sh
+
+fmt:
+	@clang-format -i $(SRCS) $(wildcard lib/*.h probes/*.h fencing/*.h runbooks/*.h \
+		runbooks/actions/*.h orchestrator/*.h) $(UNIT_SRCS) $(FIXTURE_SRCS)
+
+model:
+	@tests/model/run.sh
+
+install: all
+	install -D -m 0755 triad $(DESTDIR)$(PREFIX)/bin/triad
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/triad/runbooks
+	for f in runbooks/*.yaml; do [ -e "$$f" ] && \
+		install -m 0644 "$$f" $(DESTDIR)$(PREFIX)/share/triad/runbooks/; done; true
+	install -D -m 0644 examples/triad.yaml $(DESTDIR)$(PREFIX)/share/triad/triad.yaml.example
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/triad
+	rm -rf $(DESTDIR)$(PREFIX)/share/triad
+
+clean:
+	rm -rf build build-asan triad
+
+-include $(LIB_OBJS:.o=.d) $(MAIN_OBJ:.o=.d)

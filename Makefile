@@ -60,24 +60,28 @@ triad: $(BUILD)/triad
 	@cp $< $@
 
 $(BUILD)/triad: $(MAIN_OBJ) $(LIBTRIAD)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+	@echo "  LINK    $@"
+	@$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 $(LIBTRIAD): $(LIB_OBJS)
 	@rm -f $@
-	ar rcs $@ $^
+	@ar rcs $@ $^
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+	@echo "  CC      $<"
+	@$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
 $(BUILD)/tests/%: tests/unit/%.c $(UNIT_HELPER_OBJS) $(LIBTRIAD)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(UNIT_HELPER_OBJS) $(LIBTRIAD) \
+	@echo "  TEST    $<"
+	@$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(UNIT_HELPER_OBJS) $(LIBTRIAD) \
 		$(ALL_LDFLAGS) $(LIBS) -lcmocka
 
 $(BUILD)/fixtures/%: tests/fixtures/%.c $(LIBTRIAD)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBTRIAD) $(ALL_LDFLAGS) $(LIBS)
+	@echo "  FIXTURE $<"
+	@$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBTRIAD) $(ALL_LDFLAGS) $(LIBS)
 
 unit-bins: $(UNIT_BINS) $(FIXTURE_BINS)
 

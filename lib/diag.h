@@ -20,6 +20,7 @@ struct diag {
     struct diag_item *items;
     size_t n;
     size_t dropped;
+    size_t calls; /* every diag_add, including repeats of a known error */
 };
 
 void diag_init(struct diag *d);
@@ -27,6 +28,9 @@ void diag_free(struct diag *d);
 void diag_add(struct diag *d, const char *file, int line, int col, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 size_t diag_count(const struct diag *d);
+/* A mark that changes whenever an error is reported, even a repeated one:
+ * compare marks to learn whether a step of reading found anything. */
+size_t diag_mark(const struct diag *d);
 /* Print in the order found: FILE:LINE:COLUMN: message */
 void diag_print(const struct diag *d, FILE *out);
 

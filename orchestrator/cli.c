@@ -1,12 +1,317 @@
-/* Command table and dispatch (skeleton; filled in by the foundation work). */
+/* The command table, option parsing shared by every command, and help. */
 #include "orchestrator/cli.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/suggest.h"
+#include "orchestrator/config.h"
+
+static const struct cli_opt no_opts[] = { { NULL, 0, NULL, NULL } };
+
+static const struct cli_opt check_config_opts[] = {
+    { "no-file-checks", 0, NULL,
+      "skip the checks of referenced files (existence, permissions, certificates)" },
+    { "dump", 0, NULL, "print the resolved configuration (with defaults) as JSON" },
+    { NULL, 0, NULL, NULL },
+};
+
+static const struct cli_opt json_opts[] = {
+    { "json", 0, NULL, "print JSON instead of a table" },
+    { NULL, 0, NULL, NULL },
+};
+
+static const struct cli_opt probe_opts[] = {
+    { "json", 0, NULL, "print JSON instead of a table" },
+    { "once", 0, NULL, "run every probe once and exit (default: repeat until interrupted)" },
+    { NULL, 0, NULL, NULL },
+};
+
+static const struct cli_opt plan_opts[] = {
+    { "fsm", 0, NULL, "print the step state machine instead of a plan" },
+    { "json", 0, NULL, "print JSON" },
+    { "dot", 0, NULL, "print graphviz (with --fsm)" },
+    { "to", 0, "SITE", "target site (default failover.target)" },
+    { NULL, 0, NULL, NULL },
+};
+
+static const struct cli_opt to_opts[] = {
+    { "to", 0, "SITE", "the site to move the primary to" },
+    { "runbook", 0, "NAME", "runbook to run (default: the command's stock runbook)" },
+    { NULL, 0, NULL, NULL },
+};
+
+static const struct cli_opt deny_opts[] = {
+    { "reason", 0, "TEXT", "why the step is denied (recorded in the journal)" },
+    { NULL, 0, NULL, NULL },
+};
+
+static const struct cli_opt drill_opts[] = {
+    { "dry-run", 0, NULL, "plan the drill and print it; inject nothing" },
+    { "yes", 0, NULL, "approve every gate automatically (game days in the lab)" },
+    { NULL, 0, NULL, NULL },
+};
+
+static const struct cli_opt report_opts[] = {
+    { "format", 0, "md|html|json", "output format (default md)" },
+    { "output", 'o', "FILE", "write to FILE instead of standard output" },
+    { NULL, 0, NULL, NULL },
+};
+
+static const struct cli_cmd commands[] = {
+    { "daemon", "", "run this site's daemon (probes, quorum, runbooks, API)",
+      "Runs in the foreground until SIGTERM or SIGINT; SIGHUP reloads the\n"
+      "configuration. Logs go to standard error, one event per line.",
+      no_opts, 0, 0, cmd_not_implemented },
+    { "check-config", "", "validate the configuration and its runbooks",
+      "Reads the configuration and every runbook it names, checks every value,\n"
+      "cross-reference and referenced file, and prints every error as\n"
+      "FILE:LINE:COLUMN: message. Exit status 1 when anything is wrong.",
+      check_config_opts, 0, 0, cmd_check_config },
+    { "status", "", "show quorum, sites, probes and the active run",
+      "Asks the local daemon over its control socket.", json_opts, 0, 0, cmd_not_implemented },
+    { "probe", "", "run the probes without a daemon and print their results",
+      "Runs every configured probe against its target and prints a table\n"
+      "(site, probe, state, latency, detail).",
+      probe_opts, 0, 0, cmd_not_implemented },
+    { "plan", "[RUNBOOK]", "show what a runbook would do (a dry run)",
+      "Resolves every parameter and runs every action's non-destructive checks.\n"
+      "With --fsm, prints the step state machine (--json or --dot).",
+      plan_opts, 0, 1, cmd_not_implemented },
+    { "failover", "", "start an unplanned failover (--to SITE)",
+      "Starts the failover runbook now, as an operator decision.", to_opts, 0, 0,
+      cmd_not_implemented },
+    { "switchover", "", "start a planned switchover with no data loss (--to SITE)",
+      "Starts the switchover runbook.", to_opts, 0, 0, cmd_not_implemented },
+    { "approve", "RUN STEP", "approve a step waiting at its gate",
+      "Records your identity, the time and what was shown.", no_opts, 2, 2,
+      cmd_not_implemented },
+    { "deny", "RUN STEP", "deny a step waiting at its gate (--reason TEXT)",
+      "The run stops (or continues, per the step's on_failure).", deny_opts, 2, 2,
+      cmd_not_implemented },
+    { "abort", "RUN", "abort a run", "Stops the run after the current action.", no_opts, 1, 1,
+      cmd_not_implemented },
+    { "ack", "", "acknowledge the last run and lift the anti-flapping block",
+      "After a run, automatic runs are blocked for failover.block_period.", no_opts, 0, 0,
+      cmd_not_implemented },
+    { "console", "", "interactive view of the active run, prompting at each gate",
+      "Shows the plan, progress and live probe state; asks y/N at each gate.", no_opts, 0, 0,
+      cmd_not_implemented },
+    { "drill", "SCENARIO", "run a game-day drill and measure RTO and RPO",
+      "Scenarios: dc1-loss, dc1-isolation, switchover, failback.", drill_opts, 1, 1,
+      cmd_not_implemented },
+    { "report", "RUN", "render a run's journal as a report",
+      "Markdown for tickets, self-contained HTML with a timeline, or JSON.", report_opts, 1, 1,
+      cmd_not_implemented },
+    { "version", "", "print the versions of triad and its libraries", "", no_opts, 0, 0,
+      cmd_version },
+};
+
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static void print_usage(FILE *out)
+{
+    fprintf(out, "usage: triad <command> [options]\n\n"
+                 "triad watches PostgreSQL, Synapse, the ingress and DNS from each of three\n"
+                 "datacenters and runs failovers of Element Server Suite when a majority\n"
+                 "agrees that the primary datacenter is lost.\n\ncommands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        fprintf(out, "  %-13s %s%s\n", commands[i].name, commands[i].summary,
+                commands[i].run == cmd_not_implemented ? " (not implemented yet)" : "");
+    }
+    fprintf(out, "\noptions for every command:\n"
+                 "  -c, --config FILE  configuration (default " CFG_DEFAULT_PATH
+                 ", or $TRIAD_CONFIG)\n"
+                 "  -h, --help         help for the command\n\n"
+                 "`triad COMMAND --help` describes a command.\n");
+}
+
+static void print_cmd_help(const struct cli_cmd *c, FILE *out)
+{
+    fprintf(out, "usage: triad %s [options]%s%s\n\n%s\n", c->name, *c->args ? " " : "", c->args,
+            c->summary);
+    if (c->run == cmd_not_implemented)
+        fprintf(out, "(not implemented yet: the command exits with status 2)\n");
+    if (*c->help)
+        fprintf(out, "\n%s\n", c->help);
+    fprintf(out, "\noptions:\n  -c, --config FILE  configuration (default " CFG_DEFAULT_PATH
+                 ", or $TRIAD_CONFIG)\n");
+    for (size_t i = 0; c->opts[i].name; i++) {
+        char left[64];
+        snprintf(left, sizeof left, "%s%c%s--%s%s%s", c->opts[i].short_name ? "-" : "",
+                 c->opts[i].short_name ? c->opts[i].short_name : ' ',
+                 c->opts[i].short_name ? ", " : "  ", c->opts[i].name, c->opts[i].arg ? " " : "",
+                 c->opts[i].arg ? c->opts[i].arg : "");
+        fprintf(out, "  %-20s %s\n", c->opts[i].short_name ? left : left + 2, c->opts[i].help);
+    }
+    fprintf(out, "  -h, --help           this help\n");
+}
+
+static const struct cli_cmd *find_cmd(const char *name)
+{
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    }
+    return NULL;
+}
+
+const char *cli_get(const struct cli_args *a, const char *name)
+{
+    for (size_t i = 0; a->opts && a->opts[i].name; i++) {
+        if (strcmp(a->opts[i].name, name) == 0)
+            return a->values[i];
+    }
+    return NULL;
+}
+
+bool cli_flag(const struct cli_args *a, const char *name)
+{
+    return cli_get(a, name) != NULL;
+}
+
+/* Parses the arguments after the command name. Returns 0, 1 for --help,
+ * or -1 after printing an error. */
+static int parse_args(const struct cli_cmd *c, int argc, char **argv, struct cli_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->opts = c->opts;
+    const char *env = getenv("TRIAD_CONFIG");
+    a->config = env && *env ? env : CFG_DEFAULT_PATH;
+    bool only_positional = false;
+    for (int i = 0; i < argc; i++) {
+        const char *arg = argv[i];
+        if (only_positional || arg[0] != '-' || arg[1] == '\0') {
+            if (a->n_positional >= CLI_MAX_POSITIONAL || a->n_positional >= c->max_args) {
+                fprintf(stderr, "triad %s: unexpected argument '%s'\n", c->name, arg);
+                return -1;
+            }
+            a->positional[a->n_positional++] = arg;
+            continue;
+        }
+        if (strcmp(arg, "--") == 0) {
+            only_positional = true;
+            continue;
+        }
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0)
+            return 1;
+        /* --name=value, --name value, -x value */
+        char name[64];
+        const char *inline_val = NULL;
+        const struct cli_opt *o = NULL;
+        size_t idx = 0;
+        if (arg[1] == '-') {
+            const char *eq = strchr(arg + 2, '=');
+            size_t n = eq ? (size_t)(eq - arg - 2) : strlen(arg + 2);
+            if (n >= sizeof name)
+                n = sizeof name - 1;
+            memcpy(name, arg + 2, n);
+            name[n] = '\0';
+            inline_val = eq ? eq + 1 : NULL;
+        } else {
+            if (arg[2] != '\0')
+                inline_val = arg + 2;
+            name[0] = '\0';
+        }
+        bool is_config = (arg[1] == '-' && strcmp(name, "config") == 0) ||
+                         (arg[1] != '-' && arg[1] == 'c');
+        if (!is_config) {
+            for (idx = 0; c->opts[idx].name; idx++) {
+                if ((arg[1] == '-' && strcmp(c->opts[idx].name, name) == 0) ||
+                    (arg[1] != '-' && c->opts[idx].short_name == arg[1])) {
+                    o = &c->opts[idx];
+                    break;
+                }
+            }
+            if (!o) {
+                const char *names[CLI_MAX_OPTS + 2];
+                size_t k = 0;
+                for (; c->opts[k].name && k < CLI_MAX_OPTS; k++)
+                    names[k] = c->opts[k].name;
+                names[k++] = "config";
+                names[k++] = "help";
+                const char *s = arg[1] == '-' ? suggest_closest(name, names, k) : NULL;
+                fprintf(stderr, "triad %s: unknown option '%s'%s%s%s\n", c->name, arg,
+                        s ? " (did you mean '--" : "", s ? s : "", s ? "'?)" : "");
+                return -1;
+            }
+        }
+        bool takes_arg = is_config || o->arg;
+        const char *val = "1";
+        if (takes_arg) {
+            if (inline_val)
+                val = inline_val;
+            else if (i + 1 < argc)
+                val = argv[++i];
+            else {
+                fprintf(stderr, "triad %s: option '%s' needs a value\n", c->name, arg);
+                return -1;
+            }
+        } else if (inline_val) {
+            fprintf(stderr, "triad %s: option '%s' takes no value\n", c->name, arg);
+            return -1;
+        }
+        if (is_config) {
+            a->config = val;
+            a->config_given = true;
+        } else {
+            a->values[idx] = val;
+        }
+    }
+    if (a->n_positional < c->min_args) {
+        fprintf(stderr, "triad %s: missing argument%s: usage: triad %s %s\n", c->name,
+                c->min_args - a->n_positional > 1 ? "s" : "", c->name, c->args);
+        return -1;
+    }
+    return 0;
+}
+
+int cmd_not_implemented(const struct cli_args *a)
+{
+    (void)a;
+    /* The caller prints which command; see cli_main. */
+    return EXIT_NOT_IMPLEMENTED;
+}
 
 int cli_main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "triad: not implemented yet\n");
-    return EXIT_NOT_IMPLEMENTED;
+    if (argc < 2) {
+        print_usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "-h") == 0 || strcmp(name, "--help") == 0 || strcmp(name, "help") == 0) {
+        if (argc > 2 && find_cmd(argv[2])) {
+            print_cmd_help(find_cmd(argv[2]), stdout);
+            return EXIT_OK;
+        }
+        print_usage(stdout);
+        return EXIT_OK;
+    }
+    if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0)
+        name = "version";
+    const struct cli_cmd *c = find_cmd(name);
+    if (!c) {
+        const char *names[N_COMMANDS];
+        for (size_t i = 0; i < N_COMMANDS; i++)
+            names[i] = commands[i].name;
+        const char *s = suggest_closest(name, names, N_COMMANDS);
+        fprintf(stderr, "triad: unknown command '%s'%s%s%s; see `triad --help`\n", name,
+                s ? " (did you mean '" : "", s ? s : "", s ? "'?)" : "");
+        return EXIT_USAGE;
+    }
+    struct cli_args a;
+    int r = parse_args(c, argc - 2, argv + 2, &a);
+    if (r == 1) {
+        print_cmd_help(c, stdout);
+        return EXIT_OK;
+    }
+    if (r < 0)
+        return EXIT_USAGE;
+    if (c->run == cmd_not_implemented) {
+        fprintf(stderr, "triad %s: not implemented yet in triad %s\n", c->name, TRIAD_VERSION);
+        return EXIT_NOT_IMPLEMENTED;
+    }
+    return c->run(&a);
 }

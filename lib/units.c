@@ -43,8 +43,8 @@ int units_duration_ms(const char *s, int64_t *out_ms, const char **why)
     static const struct {
         const char *u;
         double ms;
-    } units[] = { { "ms", 1 },       { "s", 1000 },        { "m", 60000 }, { "min", 60000 },
-                  { "h", 3600000 }, { "d", 86400000.0 } };
+    } units[] = { { "ms", 1 },      { "s", 1000 },    { "m", 60000 },
+                  { "min", 60000 }, { "h", 3600000 }, { "d", 86400000.0 } };
     double v;
     const char *u;
     if (split_number(s, &v, &u) < 0) {

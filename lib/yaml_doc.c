@@ -60,8 +60,8 @@ static int next_event(struct builder *b, yaml_event_t *ev)
     if (!yaml_parser_parse(&b->parser, ev)) {
         const yaml_mark_t *m = &b->parser.problem_mark;
         diag_add(b->d, b->doc->file, (int)m->line + 1, (int)m->column + 1, "YAML syntax: %s%s%s",
-                 b->parser.problem ? b->parser.problem : "error",
-                 b->parser.context ? " " : "", b->parser.context ? b->parser.context : "");
+                 b->parser.problem ? b->parser.problem : "error", b->parser.context ? " " : "",
+                 b->parser.context ? b->parser.context : "");
         b->failed = 1;
         return -1;
     }
@@ -199,8 +199,7 @@ static struct ynode *build_node(struct builder *b, yaml_event_t *ev, int depth)
         return n;
     }
     default:
-        diag_add(b->d, b->doc->file, (int)m->line + 1, (int)m->column + 1,
-                 "unexpected YAML event");
+        diag_add(b->d, b->doc->file, (int)m->line + 1, (int)m->column + 1, "unexpected YAML event");
         b->failed = 1;
         return NULL;
     }

@@ -85,8 +85,7 @@ static const struct cli_cmd commands[] = {
     { "switchover", "", "start a planned switchover with no data loss (--to SITE)",
       "Starts the switchover runbook.", to_opts, 0, 0, cmd_not_implemented },
     { "approve", "RUN STEP", "approve a step waiting at its gate",
-      "Records your identity, the time and what was shown.", no_opts, 2, 2,
-      cmd_not_implemented },
+      "Records your identity, the time and what was shown.", no_opts, 2, 2, cmd_not_implemented },
     { "deny", "RUN STEP", "deny a step waiting at its gate (--reason TEXT)",
       "The run stops (or continues, per the step's on_failure).", deny_opts, 2, 2,
       cmd_not_implemented },
@@ -120,11 +119,11 @@ static void print_usage(FILE *out)
         fprintf(out, "  %-13s %s%s\n", commands[i].name, commands[i].summary,
                 commands[i].run == cmd_not_implemented ? " (not implemented yet)" : "");
     }
-    fprintf(out, "\noptions for every command:\n"
-                 "  -c, --config FILE  configuration (default " CFG_DEFAULT_PATH
-                 ", or $TRIAD_CONFIG)\n"
-                 "  -h, --help         help for the command\n\n"
-                 "`triad COMMAND --help` describes a command.\n");
+    fprintf(out,
+            "\noptions for every command:\n"
+            "  -c, --config FILE  configuration (default " CFG_DEFAULT_PATH ", or $TRIAD_CONFIG)\n"
+            "  -h, --help         help for the command\n\n"
+            "`triad COMMAND --help` describes a command.\n");
 }
 
 static void print_cmd_help(const struct cli_cmd *c, FILE *out)
@@ -214,8 +213,8 @@ static int parse_args(const struct cli_cmd *c, int argc, char **argv, struct cli
                 inline_val = arg + 2;
             name[0] = '\0';
         }
-        bool is_config = (arg[1] == '-' && strcmp(name, "config") == 0) ||
-                         (arg[1] != '-' && arg[1] == 'c');
+        bool is_config =
+            (arg[1] == '-' && strcmp(name, "config") == 0) || (arg[1] != '-' && arg[1] == 'c');
         if (!is_config) {
             for (idx = 0; c->opts[idx].name; idx++) {
                 if ((arg[1] == '-' && strcmp(c->opts[idx].name, name) == 0) ||
@@ -227,7 +226,7 @@ static int parse_args(const struct cli_cmd *c, int argc, char **argv, struct cli
             if (!o) {
                 const char *names[CLI_MAX_OPTS + 2];
                 size_t k = 0;
-                for (; c->opts[k].name && k < CLI_MAX_OPTS; k++)
+                for (; k < CLI_MAX_OPTS && c->opts[k].name; k++)
                     names[k] = c->opts[k].name;
                 names[k++] = "config";
                 names[k++] = "help";

@@ -10,12 +10,12 @@
  * scripts can tell them apart. */
 enum triad_exit {
     EXIT_OK = 0,
-    EXIT_CONFIG = 1,          /* bad configuration or runbook */
-    EXIT_USAGE = 2,           /* bad command line, or a command not built yet */
-    EXIT_PEER = 3,            /* cannot reach the daemon or its peers */
-    EXIT_POSTGRES = 4,        /* PostgreSQL error */
-    EXIT_FAILED = 5,          /* the operation ran and failed (a run, a probe) */
-    EXIT_FATAL = 6,           /* internal error; do not retry blindly */
+    EXIT_CONFIG = 1,   /* bad configuration or runbook */
+    EXIT_USAGE = 2,    /* bad command line, or a command not built yet */
+    EXIT_PEER = 3,     /* cannot reach the daemon or its peers */
+    EXIT_POSTGRES = 4, /* PostgreSQL error */
+    EXIT_FAILED = 5,   /* the operation ran and failed (a run, a probe) */
+    EXIT_FATAL = 6,    /* internal error; do not retry blindly */
 };
 #define EXIT_NOT_IMPLEMENTED EXIT_USAGE
 
@@ -24,9 +24,9 @@ enum triad_exit {
 
 /* An option a command accepts (besides -c/--config and -h/--help). */
 struct cli_opt {
-    const char *name;  /* long name without dashes */
-    char short_name;   /* 0 for none */
-    const char *arg;   /* NULL for a flag, else the argument's placeholder */
+    const char *name; /* long name without dashes */
+    char short_name;  /* 0 for none */
+    const char *arg;  /* NULL for a flag, else the argument's placeholder */
     const char *help;
 };
 

@@ -27,8 +27,8 @@ int cmd_check_config(const struct cli_args *a)
         free(s);
         json_decref(j);
     } else {
-        printf("%s: ok (cluster %s, site %s, %zu sites, %zu probes, %zu runbooks%s)\n",
-               a->config, cfg.cluster, cfg.site, cfg.n_sites, cfg.n_probes, cfg.n_runbooks,
+        printf("%s: ok (cluster %s, site %s, %zu sites, %zu probes, %zu runbooks%s)\n", a->config,
+               cfg.cluster, cfg.site, cfg.n_sites, cfg.n_probes, cfg.n_runbooks,
                opts.no_file_checks ? "; file checks skipped" : "");
     }
     config_free(&cfg);

@@ -36,8 +36,8 @@ static const char *const workload_names[] = { "Deployment", "StatefulSet", NULL 
 static const char *const level_names[] = { "debug", "info", "warn", "error", NULL };
 static const char *const format_names[] = { "logfmt", "json", NULL };
 static const char *const dns_types[] = { "A", "AAAA", "CNAME", "TXT", "NS", "SOA", NULL };
-static const char *const notify_events[] = { "odown", "gate", "step-failed", "run-finished",
-                                             "readiness", NULL };
+static const char *const notify_events[] = { "odown",        "gate",      "step-failed",
+                                             "run-finished", "readiness", NULL };
 
 const char *config_role_name(enum site_role r)
 {
@@ -107,21 +107,20 @@ static bool valid_name(const char *s)
     return true;
 }
 
-static void check_name(struct reader *r, const struct ynode *at, const char *what,
-                       const char *name)
+static void check_name(struct reader *r, const struct ynode *at, const char *what, const char *name)
 {
     if (!valid_name(name))
-        yread_error(r->d, at,
-                    "%s '%s': names are 1 to 63 letters, digits, '-', '_' or '.'", what, name);
+        yread_error(r->d, at, "%s '%s': names are 1 to 63 letters, digits, '-', '_' or '.'", what,
+                    name);
 }
 
 /* ---- sites ---------------------------------------------------------------- */
 
 static void read_k8s(struct reader *r, struct ynode *n, struct cfg_k8s *k)
 {
-    static const char *const keys[] = { "kubeconfig",       "context",         "server",
-                                        "ca_file",          "token_file",      "client_cert_file",
-                                        "client_key_file",  "in_cluster",      NULL };
+    static const char *const keys[] = { "kubeconfig",      "context",    "server",
+                                        "ca_file",         "token_file", "client_cert_file",
+                                        "client_key_file", "in_cluster", NULL };
     if (!yread_expect(r->d, n, YNODE_MAP, "'kubernetes'"))
         return;
     k->set = true;
@@ -142,8 +141,9 @@ static void read_k8s(struct reader *r, struct ynode *n, struct cfg_k8s *k)
     if (k->server && strncmp(k->server, "https://", 8) != 0)
         yread_error(r->d, ynode_get(n, "server"), "'server' must be an https:// URL");
     if (k->server && !k->token_file && !k->client_cert_file)
-        yread_error(r->d, n, "'kubernetes' with 'server' needs 'token_file' or "
-                             "'client_cert_file'/'client_key_file'");
+        yread_error(r->d, n,
+                    "'kubernetes' with 'server' needs 'token_file' or "
+                    "'client_cert_file'/'client_key_file'");
     if ((k->client_cert_file != NULL) != (k->client_key_file != NULL))
         yread_error(r->d, n, "'client_cert_file' and 'client_key_file' go together");
     if (k->context && !k->kubeconfig)
@@ -152,9 +152,9 @@ static void read_k8s(struct reader *r, struct ynode *n, struct cfg_k8s *k)
 
 static void read_site(struct reader *r, struct ynode *key, struct ynode *n)
 {
-    static const char *const keys[] = { "role",       "address",          "listen",
-                                        "peer_name",  "public_addresses", "kubernetes",
-                                        "fence",      "self_fence",       NULL };
+    static const char *const keys[] = { "role",      "address",          "listen",
+                                        "peer_name", "public_addresses", "kubernetes",
+                                        "fence",     "self_fence",       NULL };
     struct config *cfg = r->cfg;
     if (cfg->n_sites >= CFG_MAX_SITES) {
         yread_error(r->d, key, "at most %d sites are supported", CFG_MAX_SITES);
@@ -176,8 +176,7 @@ static void read_site(struct reader *r, struct ynode *key, struct ynode *n)
     s->role = role < 0 ? ROLE_WITNESS : (enum site_role)role;
     if (yread_hostport(r->d, n, "address", 7400, &s->host, &s->port) == 0)
         missing(r, n, "site", "address");
-    if (yread_hostport(r->d, n, "listen", 7400, &s->listen_host, &s->listen_port) <= 0 &&
-        s->host) {
+    if (yread_hostport(r->d, n, "listen", 7400, &s->listen_host, &s->listen_port) <= 0 && s->host) {
         s->listen_host = strdup(s->host);
         s->listen_port = s->port;
     }
@@ -254,8 +253,8 @@ static void read_pg_cluster(struct reader *r, struct ynode *key, struct ynode *n
             c->members = nm;
             struct cfg_member *mem = &c->members[c->n_members++];
             mem->site = strdup(m->pairs[i].key->str);
-            yread_scalar_hostport(r->d, m->pairs[i].value, "a member address", 5432,
-                                  &mem->host, &mem->port);
+            yread_scalar_hostport(r->d, m->pairs[i].value, "a member address", 5432, &mem->host,
+                                  &mem->port);
         }
     }
     yread_unknown_keys(r->d, n, keys);
@@ -263,12 +262,12 @@ static void read_pg_cluster(struct reader *r, struct ynode *key, struct ynode *n
 
 static void read_postgres(struct reader *r, struct ynode *n)
 {
-    static const char *const keys[] = { "user",    "password_file",   "sslmode",
+    static const char *const keys[] = { "user",        "password_file",   "sslmode",
                                         "sslrootcert", "connect_timeout", "replication",
-                                        "clusters", "groups",         NULL };
+                                        "clusters",    "groups",          NULL };
     static const char *const repl_keys[] = { "user", "password_file", NULL };
-    static const char *const sslmodes[] = { "disable", "allow",     "prefer",
-                                            "require", "verify-ca", "verify-full", NULL };
+    static const char *const sslmodes[] = { "disable",   "allow",       "prefer", "require",
+                                            "verify-ca", "verify-full", NULL };
     if (!yread_expect(r->d, n, YNODE_MAP, "'postgres'"))
         return;
     struct cfg_postgres *pg = &r->cfg->pg;
@@ -327,15 +326,14 @@ static void read_probe_timing(struct reader *r, struct ynode *n, int64_t *interv
 
 static void read_probe(struct reader *r, struct ynode *n, const struct probe_defaults *def)
 {
-    static const char *const pg_keys[] = { "name",     "kind",     "site",   "critical",
-                                           "interval", "timeout",  "jitter", "cluster",
-                                           "host",     "port",     "dbname", "max_replay_lag",
+    static const char *const pg_keys[] = { "name",     "kind",    "site",   "critical",
+                                           "interval", "timeout", "jitter", "cluster",
+                                           "host",     "port",    "dbname", "max_replay_lag",
                                            NULL };
-    static const char *const http_keys[] = { "name",        "kind",          "site",
-                                             "critical",    "interval",      "timeout",
-                                             "jitter",      "url",           "connect_to",
-                                             "expect_status", "expect_body", "ca_file",
-                                             "cert_min_days", NULL };
+    static const char *const http_keys[] = {
+        "name", "kind",       "site",          "critical",    "interval", "timeout",       "jitter",
+        "url",  "connect_to", "expect_status", "expect_body", "ca_file",  "cert_min_days", NULL
+    };
     static const char *const dns_keys[] = { "name",     "kind",    "site",   "critical",
                                             "interval", "timeout", "jitter", "query",
                                             "type",     "servers", "expect", NULL };
@@ -391,8 +389,9 @@ static void read_probe(struct reader *r, struct ynode *n, const struct probe_def
         yread_str(r->d, n, "dbname", &p->dbname);
         yread_size(r->d, n, "max_replay_lag", 0, UINT64_MAX / 2, &p->max_replay_lag);
         if (!p->cluster && !p->host)
-            yread_error(r->d, n, "postgres probe needs 'cluster' (from postgres.clusters) or "
-                                 "'host'");
+            yread_error(r->d, n,
+                        "postgres probe needs 'cluster' (from postgres.clusters) or "
+                        "'host'");
         yread_unknown_keys(r->d, n, pg_keys);
         break;
     case PROBE_HTTP: {
@@ -462,10 +461,10 @@ static void read_health(struct reader *r, struct ynode *n)
 
 static void read_quorum(struct reader *r, struct ynode *n)
 {
-    static const char *const keys[] = { "size",          "heartbeat_interval", "peer_timeout",
-                                        "lease_timeout", "clock_drift",        "lease_margin",
-                                        "election_timeout", "election_jitter", "max_frame",
-                                        NULL };
+    static const char *const keys[] = {
+        "size",         "heartbeat_interval", "peer_timeout",    "lease_timeout", "clock_drift",
+        "lease_margin", "election_timeout",   "election_jitter", "max_frame",     NULL
+    };
     if (!yread_expect(r->d, n, YNODE_MAP, "'quorum'"))
         return;
     struct cfg_quorum *q = &r->cfg->quorum;
@@ -489,8 +488,9 @@ static void read_quorum(struct reader *r, struct ynode *n)
 
 static void read_failover(struct reader *r, struct ynode *n)
 {
-    static const char *const keys[] = { "mode", "target", "runbook", "block_period",
-                                        "readiness_interval", NULL };
+    static const char *const keys[] = {
+        "mode", "target", "runbook", "block_period", "readiness_interval", NULL
+    };
     if (!yread_expect(r->d, n, YNODE_MAP, "'failover'"))
         return;
     struct cfg_failover *f = &r->cfg->failover;
@@ -542,10 +542,10 @@ static void read_approvals(struct reader *r, struct ynode *n)
 
 static void read_fence(struct reader *r, struct ynode *n)
 {
-    static const char *const keys[] = { "name",   "method",  "site",    "timeout",
-                                        "cluster", "mode",   "url",     "system",
-                                        "credentials_file", "ca_file", "command", "verify",
-                                        NULL };
+    static const char *const keys[] = {
+        "name",   "method",           "site",    "timeout", "cluster", "mode", "url",
+        "system", "credentials_file", "ca_file", "command", "verify",  NULL
+    };
     static const char *const pg_modes[] = { "read-only", "shutdown", NULL };
     struct config *cfg = r->cfg;
     if (!yread_expect(r->d, n, YNODE_MAP, "a fencing method"))
@@ -661,8 +661,8 @@ static bool name_in_zone(const char *name, const char *zone)
 
 static void read_dns(struct reader *r, struct ynode *n)
 {
-    static const char *const keys[] = { "zone",  "servers", "tsig_key_file", "names",
-                                        "ttl",   "fence_record", "timeout",  NULL };
+    static const char *const keys[] = { "zone", "servers",      "tsig_key_file", "names",
+                                        "ttl",  "fence_record", "timeout",       NULL };
     if (!yread_expect(r->d, n, YNODE_MAP, "'dns'"))
         return;
     struct cfg_dns *d = &r->cfg->dns;
@@ -707,9 +707,9 @@ static void read_dns(struct reader *r, struct ynode *n)
 
 static void read_notify(struct reader *r, struct ynode *n)
 {
-    static const char *const keys[] = { "name",       "kind",     "url",
-                                        "url_file",   "room",     "token_file",
-                                        "routing_key_file", "events", NULL };
+    static const char *const keys[] = {
+        "name", "kind", "url", "url_file", "room", "token_file", "routing_key_file", "events", NULL
+    };
     struct config *cfg = r->cfg;
     if (!yread_expect(r->d, n, YNODE_MAP, "a notification"))
         return;
@@ -918,8 +918,8 @@ static void need_site(struct reader *r, const struct cfg_pos *at, const char *wh
         for (size_t i = 0; i < r->cfg->n_sites; i++)
             names[i] = r->cfg->sites[i].name;
         const char *s = suggest_closest(site, names, r->cfg->n_sites);
-        diag_add(r->d, at->file, at->line, at->col, "%s names unknown site '%s'%s%s%s", what,
-                 site, s ? " (did you mean '" : "", s ? s : "", s ? "'?)" : "");
+        diag_add(r->d, at->file, at->line, at->col, "%s names unknown site '%s'%s%s%s", what, site,
+                 s ? " (did you mean '" : "", s ? s : "", s ? "'?)" : "");
     }
 }
 
@@ -944,8 +944,8 @@ static void cross_check(struct reader *r, struct ynode *root)
                          s->fence[j]);
             else if (f->site && strcmp(f->site, s->name) != 0)
                 diag_add(r->d, s->pos.file, s->pos.line, s->pos.col,
-                         "site '%s': fence '%s' fences site '%s', not this site", s->name,
-                         f->name, f->site);
+                         "site '%s': fence '%s' fences site '%s', not this site", s->name, f->name,
+                         f->site);
         }
         for (size_t j = 0; j < s->n_self_fence; j++) {
             const struct cfg_fence *f = config_fence(cfg, s->self_fence[j]);
@@ -968,8 +968,7 @@ static void cross_check(struct reader *r, struct ynode *root)
             if (cfg->sites[j].host && s->host && strcmp(cfg->sites[j].host, s->host) == 0 &&
                 cfg->sites[j].port == s->port)
                 diag_add(r->d, s->pos.file, s->pos.line, s->pos.col,
-                         "sites '%s' and '%s' have the same address", cfg->sites[j].name,
-                         s->name);
+                         "sites '%s' and '%s' have the same address", cfg->sites[j].name, s->name);
         }
     }
     if (cfg->n_sites < 3)
@@ -1025,9 +1024,8 @@ static void cross_check(struct reader *r, struct ynode *root)
         const struct cfg_pg_group *g = &cfg->pg.groups[i];
         for (size_t j = 0; j < g->n_clusters; j++) {
             if (!config_pg_cluster(cfg, g->clusters[j])) {
-                struct cfg_pos gp = pos_of(ynode_get(ynode_get(ynode_get(root, "postgres"),
-                                                               "groups"),
-                                                     g->name));
+                struct cfg_pos gp =
+                    pos_of(ynode_get(ynode_get(ynode_get(root, "postgres"), "groups"), g->name));
                 diag_add(r->d, gp.file, gp.line, gp.col,
                          "group '%s' names unknown PostgreSQL cluster '%s'", g->name,
                          g->clusters[j]);
@@ -1134,11 +1132,26 @@ static void cross_check(struct reader *r, struct ynode *root)
 int config_load(struct config *cfg, const char *path, const struct config_load_opts *opts,
                 struct diag *d)
 {
-    static const char *const keys[] = { "cluster",   "site",          "state_dir",   "sites",
-                                        "tls",       "postgres",      "health",      "probe_defaults",
-                                        "probes",    "quorum",        "failover",    "runbooks",
-                                        "approvals", "fencing",       "ess",         "dns",
-                                        "notifications", "api",       "operators",   "log",
+    static const char *const keys[] = { "cluster",
+                                        "site",
+                                        "state_dir",
+                                        "sites",
+                                        "tls",
+                                        "postgres",
+                                        "health",
+                                        "probe_defaults",
+                                        "probes",
+                                        "quorum",
+                                        "failover",
+                                        "runbooks",
+                                        "approvals",
+                                        "fencing",
+                                        "ess",
+                                        "dns",
+                                        "notifications",
+                                        "api",
+                                        "operators",
+                                        "log",
                                         NULL };
     static const char *const pd_keys[] = { "interval", "timeout", "jitter", NULL };
     static const struct config_load_opts no_opts = { 0 };

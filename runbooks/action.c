@@ -8,9 +8,18 @@
 #include "runbooks/actions/actions.h"
 
 static const struct rb_action_ops *const registry[] = {
-    &rb_action_wait,      &rb_action_exec,      &rb_action_notify,    &rb_action_probe_wait,
-    &rb_action_fence,     &rb_action_pg_promote, &rb_action_pg_follow, &rb_action_pg_rewind,
-    &rb_action_pg_demote, &rb_action_dns_update, &rb_action_k8s_scale, &rb_action_k8s_wait,
+    &rb_action_wait,
+    &rb_action_exec,
+    &rb_action_notify,
+    &rb_action_probe_wait,
+    &rb_action_fence,
+    &rb_action_pg_promote,
+    &rb_action_pg_follow,
+    &rb_action_pg_rewind,
+    &rb_action_pg_demote,
+    &rb_action_dns_update,
+    &rb_action_k8s_scale,
+    &rb_action_k8s_wait,
     NULL,
 };
 

@@ -14,7 +14,7 @@
 #include "lib/yaml_read.h"
 #include "runbooks/action.h"
 
-#define RB_REF_MAX_DEPTH 8   /* path segments in one reference */
+#define RB_REF_MAX_DEPTH 8    /* path segments in one reference */
 #define RB_VALUE_MAX     4096 /* an interpolated string */
 
 static const char *const approve_names[] = { "none", "required", "always", NULL };
@@ -53,8 +53,8 @@ static json_t *ynode_to_json(const struct ynode *n)
 
 static void read_step(struct runbook *rb, struct ynode *n, struct diag *d)
 {
-    static const char *const keys[] = { "id",      "action",     "description", "approve",
-                                        "timeout", "retries",    "retry_delay", "on_failure",
+    static const char *const keys[] = { "id",      "action",  "description", "approve",
+                                        "timeout", "retries", "retry_delay", "on_failure",
                                         "params",  NULL };
     if (!yread_expect(d, n, YNODE_MAP, "a step"))
         return;
@@ -97,12 +97,11 @@ static void read_step(struct runbook *rb, struct ynode *n, struct diag *d)
             const struct rb_action_ops *const *all = rb_action_all();
             const char *names[64];
             size_t k = 0;
-            for (; all[k] && k < 64; k++)
+            for (; k < 64 && all[k]; k++)
                 names[k] = all[k]->name;
             const char *sug = suggest_closest(s->action_name, names, k);
             if (sug)
-                yread_error(d, an, "unknown action '%s' (did you mean '%s'?)", s->action_name,
-                            sug);
+                yread_error(d, an, "unknown action '%s' (did you mean '%s'?)", s->action_name, sug);
             else
                 yread_error(d, an, "unknown action '%s'", s->action_name);
         }
@@ -137,7 +136,7 @@ static void read_step(struct runbook *rb, struct ynode *n, struct diag *d)
         if (s->action) {
             const char *names[RB_MAX_PARAMS + 1];
             size_t k = 0;
-            for (; s->action->params && s->action->params[k].name && k < RB_MAX_PARAMS; k++)
+            for (; s->action->params && k < RB_MAX_PARAMS && s->action->params[k].name; k++)
                 names[k] = s->action->params[k].name;
             names[k] = NULL;
             for (size_t i = 0; i < pn->n; i++) {
@@ -166,9 +165,8 @@ json_t *rb_context(json_t *config_ctx, const char *run_id, int64_t epoch, const 
     json_t *ctx = json_deep_copy(config_ctx);
     json_t *sites = json_object_get(ctx, "sites");
     json_object_set_new(ctx, "run",
-                        json_pack("{s:s,s:I,s:s?,s:s?,s:s?}", "id", run_id ? run_id : "",
-                                  "epoch", (json_int_t)epoch, "from", from, "to", to, "runbook",
-                                  runbook));
+                        json_pack("{s:s,s:I,s:s?,s:s?,s:s?}", "id", run_id ? run_id : "", "epoch",
+                                  (json_int_t)epoch, "from", from, "to", to, "runbook", runbook));
     json_t *others = json_array();
     const char *name;
     json_t *site;
@@ -273,8 +271,8 @@ static json_t *resolve_value(json_t *v, json_t *ctx, const struct rb_step *s,
     const char *str = json_string_value(v);
     size_t len = strlen(str);
     /* Exactly one reference: take the value as it is. */
-    if (len > 3 && strncmp(str, "${", 2) == 0 && str[len - 1] == '}' &&
-        !strchr(str + 2, '$') && memchr(str + 2, '}', len - 3) == NULL) {
+    if (len > 3 && strncmp(str, "${", 2) == 0 && str[len - 1] == '}' && !strchr(str + 2, '$') &&
+        memchr(str + 2, '}', len - 3) == NULL) {
         char path[256];
         if (len - 3 >= sizeof path) {
             param_error(d, s, p, "reference too long: %s", str);

@@ -24,7 +24,6 @@ json_t *act_need_site(const struct rb_validate_ctx *v, const char *param);
  * the listed site parameters (NULL-terminated). */
 void act_need_db_target(const struct rb_validate_ctx *v, const char *const *site_params);
 /* The parameter, if present, is one of `allowed` (NULL-terminated). */
-void act_need_enum(const struct rb_validate_ctx *v, const char *param,
-                   const char *const *allowed);
+void act_need_enum(const struct rb_validate_ctx *v, const char *param, const char *const *allowed);
 
 #endif

@@ -51,8 +51,7 @@ void act_need_db_target(const struct rb_validate_ctx *v, const char *const *site
         need_member(v, json_string_value(json_array_get(g, i)), site_params);
 }
 
-void act_need_enum(const struct rb_validate_ctx *v, const char *param,
-                   const char *const *allowed)
+void act_need_enum(const struct rb_validate_ctx *v, const char *param, const char *const *allowed)
 {
     const char *val = json_string_value(json_object_get(v->params, param));
     if (!val)

@@ -17,8 +17,9 @@ static void need_absolute(const struct rb_validate_ctx *v, const char *param)
         return;
     const char *prog = json_string_value(json_array_get(cmd, 0));
     if (!prog || prog[0] != '/')
-        rb_param_error(v, param, "'%s' must start with an absolute program path (no shell, no "
-                                 "PATH lookup)",
+        rb_param_error(v, param,
+                       "'%s' must start with an absolute program path (no shell, no "
+                       "PATH lookup)",
                        param);
 }
 

@@ -127,8 +127,8 @@ static void test_yaml_rejects(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_buf_cap),         cmocka_unit_test(test_units),
-        cmocka_unit_test(test_suggest),         cmocka_unit_test(test_yaml_positions),
+        cmocka_unit_test(test_buf_cap),      cmocka_unit_test(test_units),
+        cmocka_unit_test(test_suggest),      cmocka_unit_test(test_yaml_positions),
         cmocka_unit_test(test_yaml_rejects),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

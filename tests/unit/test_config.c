@@ -141,11 +141,11 @@ static void test_acceptance_misspelled_key_and_unknown_site(void **state)
     struct config cfg;
     struct diag d;
     diag_init(&d);
-    assert_int_equal(config_load(&cfg, "tests/fixtures/config/bad-key-and-site.yaml", &no_files,
-                                 &d),
-                     -1);
-    assert_true(has_error(&d, 10, 3, "unknown key 'heartbeat_intreval' (did you mean "
-                                     "'heartbeat_interval'?)"));
+    assert_int_equal(
+        config_load(&cfg, "tests/fixtures/config/bad-key-and-site.yaml", &no_files, &d), -1);
+    assert_true(has_error(&d, 10, 3,
+                          "unknown key 'heartbeat_intreval' (did you mean "
+                          "'heartbeat_interval'?)"));
     assert_true(has_error(&d, 12, 5, "unknown site 'dc9'"));
     assert_int_equal(diag_count(&d), 2);
     config_free(&cfg);
@@ -165,8 +165,7 @@ static void test_every_error_reported(void **state)
         { "interval: 500ms", "interval: 500", "a duration needs a unit" },
         { "interval: 500ms", "interval: 5 parsecs", "unknown duration unit" },
         { "cluster: synapse}\n  - {name: postgres, kind: postgres, site: dc2",
-          "cluster: synapse}\n  - {name: postgres, kind: postgres, site: dc1",
-          "is defined twice" },
+          "cluster: synapse}\n  - {name: postgres, kind: postgres, site: dc1", "is defined twice" },
         { "failover: {target: dc2}", "failover: {target: dc3}", "it must be a standby" },
         { "failover: {target: dc2}", "failover: {target: dc2, runbook: nope}",
           "failover.runbook 'nope' is not defined" },
@@ -174,11 +173,11 @@ static void test_every_error_reported(void **state)
         { "fence: [dc1-pg, dc1-ok]", "fence: [dc1-pg, dc1-nope]", "unknown fencing method" },
         { "ess: [synapse, mas]", "ess: [synapse, maas]", "unknown PostgreSQL cluster 'maas'" },
         { "names: [matrix.lab.test]", "names: [matrix.example.org]", "is not inside zone" },
-        { "{name: root, unix_user: root}", "{name: root, token_sha256: secret}",
-          "64 hex digits" },
+        { "{name: root, unix_user: root}", "{name: root, token_sha256: secret}", "64 hex digits" },
         { "{name: root, unix_user: root}", "{name: root}", "at least one of" },
         { "cluster: test", "cluster: test\nsize: 2", "unknown key 'size'" },
-        { "kind: StatefulSet, selector", "kind: Statefulset, selector", "did you mean 'StatefulSet'" },
+        { "kind: StatefulSet, selector", "kind: Statefulset, selector",
+          "did you mean 'StatefulSet'" },
         { "dc3:\n    role: witness\n    address: 127.0.3.1", "", "at least 3" },
         { "state_dir: /tmp/triad-test-state", "state_dir: [a, b]", "must be a single value" },
         { "a: 1", "a: 1", "" }, /* placeholder, replaced below */

@@ -144,4 +144,7 @@ uninstall:
 clean:
 	rm -rf build build-asan triad
 
--include $(LIB_OBJS:.o=.d) $(MAIN_OBJ:.o=.d)
+# Test helper objects are not intermediates: keep them between builds.
+.SECONDARY: $(UNIT_HELPER_OBJS)
+
+-include $(LIB_OBJS:.o=.d) $(MAIN_OBJ:.o=.d) $(UNIT_HELPER_OBJS:.o=.d)

@@ -14,14 +14,12 @@ static bool evaluate(struct probe_health *h, const struct health_params *p, int6
 {
     if (h->fails >= p->fail_after && now_ms - h->first_fail_ms >= p->down_after_ms)
         return set_state(h, HEALTH_DOWN, now_ms);
-    if (h->passes >= p->recover_after ||
-        (h->state == HEALTH_UNKNOWN && h->passes > 0))
+    if (h->passes >= p->recover_after || (h->state == HEALTH_UNKNOWN && h->passes > 0))
         return set_state(h, HEALTH_UP, now_ms);
     return false;
 }
 
-bool health_feed(struct probe_health *h, const struct health_params *p, bool passed,
-                 int64_t now_ms)
+bool health_feed(struct probe_health *h, const struct health_params *p, bool passed, int64_t now_ms)
 {
     if (passed) {
         h->passes++;

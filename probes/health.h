@@ -22,10 +22,10 @@ struct health_params {
 
 struct probe_health {
     enum health_state state;
-    int fails;              /* consecutive failures */
-    int passes;             /* consecutive passes */
-    int64_t first_fail_ms;  /* start of the current failure streak */
-    int64_t changed_ms;     /* when `state` last changed */
+    int fails;             /* consecutive failures */
+    int passes;            /* consecutive passes */
+    int64_t first_fail_ms; /* start of the current failure streak */
+    int64_t changed_ms;    /* when `state` last changed */
 };
 
 /* Feeds one raw result. Returns true when the debounced state changed. */

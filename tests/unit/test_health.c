@@ -7,7 +7,9 @@
 
 #include "probes/health.h"
 
-static const struct health_params P = { .fail_after = 3, .down_after_ms = 1000, .recover_after = 3 };
+static const struct health_params P = { .fail_after = 3,
+                                        .down_after_ms = 1000,
+                                        .recover_after = 3 };
 
 static void test_down_needs_count_and_time(void **state)
 {

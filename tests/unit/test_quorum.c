@@ -1,0 +1,759 @@
+/* Unit tests: the quorum state machine in a deterministic simulation.
+ *
+ * Three quorum instances exchange messages through a simulated network with
+ * delays, partitions and dead sites; each has its own drifting clock; each
+ * site's PostgreSQL is modelled as writable or not. Probes are modelled by
+ * feeding each daemon's health of each site from reachability every probe
+ * interval. After every 10 ms of simulated time the safety invariants are
+ * checked: never two writable primaries, at most one leader per epoch, no
+ * decision without a majority having accepted it. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "orchestrator/config.h"
+#include "orchestrator/quorum.h"
+#include "probes/health.h"
+
+#define N        3
+#define MAXMSG   4096
+#define STEP_MS  10
+#define PROBE_MS 500
+#define FENCE_MS 200 /* how long a self-fence takes to act */
+
+struct msg {
+    int from, to;
+    int64_t at; /* delivery time (real) */
+    json_t *body;
+};
+
+struct node {
+    struct quorum q;
+    struct config cfg;
+    bool alive;
+    double rate; /* clock rate error */
+    int64_t offset;
+    struct quorum_durable disk;
+    bool has_disk;
+    struct probe_health health[N];
+    int64_t fence_at; /* real time a self-fence takes effect, 0 = none */
+    bool decided;
+    int64_t decided_epoch;
+    int leader_events;
+};
+
+struct sim {
+    struct node nodes[N];
+    struct msg msgs[MAXMSG];
+    size_t n_msgs;
+    bool cut[N][N];
+    int64_t t; /* real time, ms */
+    uint64_t rng;
+    bool pg_primary[N]; /* PostgreSQL runs as a primary (promoted or original) */
+    bool pg_fenced[N];  /* read-only by a self-fence */
+    bool pg_alive[N];
+    int64_t promote_pending_epoch; /* leader waiting for the lease */
+    int promote_to, promote_by;
+    /* observations */
+    int leaders_per_epoch[256];
+    int64_t first_odown[N]; /* real time each node first saw ODOWN(dc1) */
+    int64_t fenced_at;      /* real time DC1's fence took effect */
+    int64_t revived_at[N];  /* real time a site came back from a power cut */
+    int violations;
+    int decisions;
+    char last_violation[256];
+};
+
+static struct sim *S;
+
+static uint64_t rnd(void)
+{
+    uint64_t x = S->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    S->rng = x;
+    return x;
+}
+
+static int node_index(struct quorum *q)
+{
+    for (int i = 0; i < N; i++) {
+        if (&S->nodes[i].q == q)
+            return i;
+    }
+    return -1;
+}
+
+static int64_t clock_of(int i)
+{
+    const struct node *n = &S->nodes[i];
+    return (int64_t)((double)S->t * (1.0 + n->rate)) + n->offset;
+}
+
+static void violation(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(S->last_violation, sizeof S->last_violation, fmt, ap);
+    va_end(ap);
+    S->violations++;
+}
+
+/* ---- quorum callbacks ---- */
+
+static void io_send(struct quorum *q, int site, json_t *body)
+{
+    int from = node_index(q);
+    if (S->n_msgs >= MAXMSG || S->cut[from][site])
+        return;
+    struct msg *m = &S->msgs[S->n_msgs++];
+    m->from = from;
+    m->to = site;
+    m->at = S->t + 1 + (int64_t)(rnd() % 20);
+    /* Serialise and parse back: what crosses the wire is text. */
+    char *text = json_dumps(body, JSON_COMPACT);
+    m->body = json_loads(text, 0, NULL);
+    free(text);
+}
+
+static int io_persist(struct quorum *q, const struct quorum_durable *d)
+{
+    struct node *n = &S->nodes[node_index(q)];
+    n->disk = *d;
+    n->has_disk = true;
+    return 0;
+}
+
+static void io_event(struct quorum *q, const char *name, const char *detail)
+{
+    int i = node_index(q);
+    if (getenv("SIM_TRACE"))
+        fprintf(stderr, "t=%lld %s %s %s\n", (long long)S->t, q->cfg->site, name, detail);
+    if (strcmp(name, "+leader") == 0) {
+        int64_t e = q->d.epoch;
+        if (e < 256 && ++S->leaders_per_epoch[e] > 1)
+            violation("two leaders in epoch %lld", (long long)e);
+        S->nodes[i].leader_events++;
+    }
+    if (strcmp(name, "+odown") == 0 && strstr(detail, "site=dc1") && !S->first_odown[i])
+        S->first_odown[i] = S->t;
+}
+
+static void io_self_fence(struct quorum *q, const char *why)
+{
+    (void)why;
+    struct node *n = &S->nodes[node_index(q)];
+    if (!n->fence_at)
+        n->fence_at = S->t + FENCE_MS;
+}
+
+static void io_unfence(struct quorum *q, const char *why)
+{
+    (void)why;
+    int i = node_index(q);
+    S->nodes[i].fence_at = 0;
+    S->pg_fenced[i] = false;
+}
+
+static void io_decided(struct quorum *q, const struct quorum_durable *d)
+{
+    int i = node_index(q);
+    /* No decision without a majority that persisted it. */
+    int accepted = 0;
+    for (int k = 0; k < N; k++)
+        accepted += S->nodes[k].has_disk && S->nodes[k].disk.decision_epoch == d->decision_epoch;
+    if (accepted < q->need)
+        violation("decision %lld with only %d acceptances", (long long)d->decision_epoch, accepted);
+    S->nodes[i].decided = true;
+    S->nodes[i].decided_epoch = d->decision_epoch;
+    S->decisions++;
+    /* The runbook: promote once the old primary's lease surely expired. */
+    S->promote_pending_epoch = d->decision_epoch;
+    S->promote_to = d->decision_to;
+    S->promote_by = i;
+}
+
+static const struct quorum_io IO = { io_send,    io_persist, io_event, io_self_fence,
+                                     io_unfence, io_decided, NULL };
+
+/* ---- world ---- */
+
+static bool reachable(int a, int b)
+{
+    return a == b || (!S->cut[a][b] && !S->cut[b][a]);
+}
+
+static void start_node(int i, bool restart)
+{
+    struct node *n = &S->nodes[i];
+    n->alive = true;
+    memset(n->health, 0, sizeof n->health);
+    n->fence_at = 0;
+    assert_int_equal(quorum_init(&n->q, &n->cfg, &IO, restart && n->has_disk ? &n->disk : NULL,
+                                 clock_of(i), 1000 + (uint64_t)i * 7919 + S->rng),
+                     0);
+}
+
+static void sim_init(uint64_t seed, bool drift)
+{
+    S = calloc(1, sizeof *S);
+    S->rng = seed * 2654435761u + 1;
+    static const char *const names[N] = { "dc1", "dc2", "dc3" };
+    for (int i = 0; i < N; i++) {
+        struct node *n = &S->nodes[i];
+        struct diag d;
+        diag_init(&d);
+        struct config_load_opts o = { .no_file_checks = true, .skip_runbooks = true };
+        assert_int_equal(config_load(&n->cfg, "tests/fixtures/config/valid.yaml", &o, &d), 0);
+        diag_free(&d);
+        free(n->cfg.site);
+        n->cfg.site = strdup(names[i]);
+        n->cfg.quorum.lease_timeout_ms = 4000;
+        if (drift) {
+            n->rate = ((double)(rnd() % 4001) - 2000.0) / 100000.0; /* +-2% */
+            n->offset = (int64_t)(rnd() % 100000);
+        }
+        S->pg_alive[i] = true;
+    }
+    S->pg_primary[0] = true;
+    for (int i = 0; i < N; i++)
+        start_node(i, false);
+}
+
+static void sim_free(void)
+{
+    for (size_t k = 0; k < S->n_msgs; k++)
+        json_decref(S->msgs[k].body);
+    for (int i = 0; i < N; i++)
+        config_free(&S->nodes[i].cfg);
+    free(S);
+    S = NULL;
+}
+
+static void deliver(void)
+{
+    size_t keep = 0;
+    for (size_t k = 0; k < S->n_msgs; k++) {
+        struct msg *m = &S->msgs[k];
+        if (m->at > S->t) {
+            S->msgs[keep++] = *m;
+            continue;
+        }
+        struct node *dst = &S->nodes[m->to];
+        if (dst->alive && S->nodes[m->from].alive && reachable(m->from, m->to))
+            quorum_receive(&dst->q, m->from, m->body, clock_of(m->to));
+        json_decref(m->body);
+    }
+    S->n_msgs = keep;
+}
+
+static void probe_round(void)
+{
+    for (int i = 0; i < N; i++) {
+        struct node *n = &S->nodes[i];
+        if (!n->alive)
+            continue;
+        struct health_params hp = { n->cfg.health.fail_after, n->cfg.health.down_after_ms,
+                                    n->cfg.health.recover_after };
+        for (int s = 0; s < N; s++) {
+            bool ok = S->pg_alive[s] && reachable(i, s);
+            health_feed(&n->health[s], &hp, ok, clock_of(i));
+            quorum_set_view(&n->q, s, n->health[s].state, clock_of(i));
+        }
+    }
+}
+
+static bool writable(int i)
+{
+    return S->pg_alive[i] && S->pg_primary[i] && !S->pg_fenced[i];
+}
+
+/* A site back from a power cut comes back as it was on disk: an old
+ * primary is writable until its daemon, started with it, fences it. That
+ * must happen within lease_margin / 2 plus the fence action; within that
+ * window the site is not counted (no daemon runs before it starts). */
+static bool in_revival(int i)
+{
+    return S->revived_at[i] &&
+           S->t - S->revived_at[i] <=
+               S->nodes[i].cfg.quorum.lease_margin_ms / 2 + FENCE_MS + 2 * STEP_MS;
+}
+
+static void check_invariants(void)
+{
+    int w_count = 0;
+    for (int i = 0; i < N; i++)
+        w_count += writable(i) && !in_revival(i);
+    if (w_count > 1)
+        violation("%d writable primaries at t=%lld", w_count, (long long)S->t);
+    static bool last[N];
+    if (getenv("SIM_TRACE")) {
+        for (int i = 0; i < N; i++) {
+            bool w = writable(i);
+            if (w != last[i])
+                fprintf(stderr, "t=%lld SIM dc%d writable=%d\n", (long long)S->t, i + 1, w);
+            last[i] = w;
+        }
+    }
+}
+
+static void step(void)
+{
+    S->t += STEP_MS;
+    deliver();
+    if (S->t % PROBE_MS == 0)
+        probe_round();
+    for (int i = 0; i < N; i++) {
+        struct node *n = &S->nodes[i];
+        if (!n->alive)
+            continue;
+        quorum_tick(&n->q, clock_of(i));
+        if (n->fence_at && S->t >= n->fence_at) {
+            if (writable(i) && i == 0 && !S->fenced_at)
+                S->fenced_at = S->t;
+            S->pg_fenced[i] = true;
+            n->fence_at = 0;
+        }
+    }
+    if (S->promote_pending_epoch) {
+        struct node *l = &S->nodes[S->promote_by];
+        if (l->alive && quorum_lease_expired(&l->q, clock_of(S->promote_by))) {
+            S->pg_primary[S->promote_to] = true;
+            S->promote_pending_epoch = 0;
+        }
+    }
+    check_invariants();
+}
+
+static void run_for(int64_t ms)
+{
+    int64_t end = S->t + ms;
+    while (S->t < end)
+        step();
+}
+
+static void kill_site(int i)
+{
+    S->nodes[i].alive = false;
+    S->pg_alive[i] = false;
+}
+
+static void isolate(int i, bool on)
+{
+    for (int j = 0; j < N; j++) {
+        if (j != i) {
+            S->cut[i][j] = on;
+            S->cut[j][i] = on;
+        }
+    }
+}
+
+static void partition(int a, int b, bool on)
+{
+    S->cut[a][b] = on;
+    S->cut[b][a] = on;
+}
+
+static int leaders(void)
+{
+    int n = 0;
+    for (int i = 0; i < N; i++)
+        n += S->nodes[i].alive && S->nodes[i].q.role == QROLE_LEADER;
+    return n;
+}
+
+/* ---- scenarios ---- */
+
+static void test_steady_state(void **state)
+{
+    (void)state;
+    sim_init(1, true);
+    run_for(30000);
+    assert_int_equal(S->violations, 0);
+    assert_int_equal(S->decisions, 0);
+    assert_true(quorum_holds_lease(&S->nodes[0].q, clock_of(0)));
+    assert_false(S->nodes[0].q.self_fenced);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(S->nodes[i].q.d.epoch, 0);
+    sim_free();
+}
+
+static void test_dc1_killed(void **state)
+{
+    (void)state;
+    sim_init(2, true);
+    run_for(5000);
+    int64_t kill_t = S->t;
+    kill_site(0);
+    run_for(20000);
+    assert_int_equal(S->violations, 0);
+    /* Both survivors reached ODOWN, quickly. */
+    assert_true(S->first_odown[1] > 0 && S->first_odown[2] > 0);
+    assert_true(S->first_odown[1] - kill_t < 4000);
+    /* Exactly one leader; the decision is on both survivors. */
+    assert_int_equal(S->decisions, 1);
+    assert_int_equal(leaders(), 1);
+    assert_int_equal(S->nodes[1].q.d.decision_epoch, S->nodes[2].q.d.decision_epoch);
+    assert_int_equal(S->nodes[1].q.d.primary, 1);
+    assert_int_equal(S->nodes[2].q.d.primary, 1);
+    assert_true(writable(1));
+    sim_free();
+}
+
+static void test_dc1_isolated(void **state)
+{
+    (void)state;
+    sim_init(3, true);
+    run_for(5000);
+    int64_t cut_t = S->t;
+    isolate(0, true);
+    run_for(20000);
+    assert_int_equal(S->violations, 0);
+    /* DC1 fenced itself within the lease timeout (plus the fence action). */
+    assert_true(S->nodes[0].q.self_fenced);
+    assert_true(S->fenced_at > 0);
+    assert_true(S->fenced_at - cut_t <= 4000 + 600 + FENCE_MS);
+    assert_int_equal(S->decisions, 1);
+    assert_true(writable(1));
+    assert_false(writable(0));
+    /* After healing DC1 learns the decision and stays fenced. */
+    isolate(0, false);
+    run_for(5000);
+    assert_int_equal(S->nodes[0].q.d.primary, 1);
+    assert_true(S->nodes[0].q.self_fenced);
+    assert_false(writable(0));
+    assert_int_equal(S->violations, 0);
+    sim_free();
+}
+
+static void test_one_link_cut(void **state)
+{
+    (void)state;
+    sim_init(4, true);
+    run_for(5000);
+    partition(0, 1, true);
+    run_for(30000); /* many times the detection time */
+    assert_int_equal(S->violations, 0);
+    assert_int_equal(S->first_odown[1], 0);
+    assert_int_equal(S->first_odown[2], 0);
+    assert_int_equal(S->decisions, 0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(S->nodes[i].leader_events, 0);
+    /* DC1 keeps its lease through DC3. */
+    assert_false(S->nodes[0].q.self_fenced);
+    assert_true(writable(0));
+    sim_free();
+}
+
+static void test_witness_lost(void **state)
+{
+    (void)state;
+    sim_init(5, true);
+    run_for(5000);
+    kill_site(2);
+    run_for(20000);
+    assert_int_equal(S->violations, 0);
+    assert_int_equal(S->decisions, 0);
+    assert_false(S->nodes[0].q.self_fenced);
+    assert_true(quorum_holds_lease(&S->nodes[0].q, clock_of(0)));
+    /* DC3 is ODOWN for both, but it is not the primary: no failover. */
+    assert_int_equal(quorum_site_state(&S->nodes[0].q, 2), QSITE_ODOWN);
+    sim_free();
+}
+
+static void test_standby_lost(void **state)
+{
+    (void)state;
+    sim_init(6, true);
+    run_for(5000);
+    kill_site(1);
+    run_for(20000);
+    assert_int_equal(S->violations, 0);
+    assert_int_equal(S->decisions, 0);
+    assert_true(writable(0));
+    assert_int_equal(quorum_site_state(&S->nodes[2].q, 1), QSITE_ODOWN);
+    sim_free();
+}
+
+static void test_flapping(void **state)
+{
+    (void)state;
+    sim_init(7, true);
+    run_for(5000);
+    /* DC1 unreachable for 700 ms of every 1400: faster than detection. */
+    for (int k = 0; k < 30; k++) {
+        isolate(0, true);
+        run_for(700);
+        isolate(0, false);
+        run_for(700);
+    }
+    assert_int_equal(S->violations, 0);
+    assert_int_equal(S->first_odown[1], 0);
+    assert_int_equal(S->first_odown[2], 0);
+    assert_int_equal(S->decisions, 0);
+    sim_free();
+}
+
+static void test_restart_keeps_vote(void **state)
+{
+    (void)state;
+    sim_init(8, true);
+    run_for(5000);
+    kill_site(0);
+    /* Run until DC3 has voted, then restart it: its vote must survive. */
+    while (S->nodes[2].disk.voted_epoch == 0 && S->t < 30000)
+        step();
+    int64_t voted = S->nodes[2].disk.voted_epoch;
+    int voted_for = S->nodes[2].disk.voted_for;
+    assert_true(voted > 0);
+    S->nodes[2].alive = false;
+    run_for(50);
+    start_node(2, true);
+    assert_int_equal(S->nodes[2].q.d.voted_epoch, voted);
+    assert_int_equal(S->nodes[2].q.d.voted_for, voted_for);
+    run_for(20000);
+    assert_int_equal(S->violations, 0);
+    assert_int_equal(S->decisions, 1);
+    sim_free();
+}
+
+static void test_random_schedules(void **state)
+{
+    (void)state;
+    int runs = getenv("TRIAD_UNDER_VALGRIND") ? 10
+               : getenv("SIM_RUNS")           ? atoi(getenv("SIM_RUNS"))
+                                              : 60;
+    int failures = 0, with_failover = 0, promoted = 0;
+    int first = 100;
+    if (getenv("SIM_SEED")) {
+        first = atoi(getenv("SIM_SEED"));
+        runs = 1;
+    }
+    for (int seed = first; seed < first + runs; seed++) {
+        sim_init((uint64_t)seed, true);
+        run_for(3000);
+        for (int ev = 0; ev < 12; ev++) {
+            int a = (int)(rnd() % N), b = (int)((rnd() % (N - 1) + (uint64_t)a + 1) % N);
+            int what = (int)(rnd() % 6);
+            if (getenv("SIM_TRACE"))
+                fprintf(stderr, "t=%lld SIM event %d a=dc%d b=dc%d\n", (long long)S->t, what, a + 1,
+                        b + 1);
+            switch (what) {
+            case 0:
+                isolate(a, true);
+                break;
+            case 1:
+                partition(a, b, true);
+                break;
+            case 2:
+                memset(S->cut, 0, sizeof S->cut);
+                break;
+            case 3:
+                /* The daemon crashes. Deployment contract (docs/safety.md):
+                 * PostgreSQL is bound to the daemon and stops with it. */
+                if (S->nodes[a].alive) {
+                    kill_site(a);
+                } else {
+                    S->pg_alive[a] = true;
+                    S->revived_at[a] = S->t;
+                    start_node(a, true);
+                }
+                break;
+            case 4:
+                if (!S->pg_alive[a] && !S->nodes[a].alive) {
+                    S->pg_alive[a] = true; /* site back, as it was on disk */
+                    S->revived_at[a] = S->t;
+                    start_node(a, true);
+                } else {
+                    kill_site(a);
+                }
+                break;
+            default:
+                break;
+            }
+            run_for((int64_t)(rnd() % 8000));
+        }
+        if (S->violations) {
+            fprintf(stderr, "seed %d: %s\n", seed, S->last_violation);
+            failures++;
+        }
+        with_failover += S->decisions > 0;
+        promoted += S->pg_primary[1] || S->pg_primary[2];
+        sim_free();
+    }
+    printf("# %d schedules, %d with a failover decision, %d with a promotion, %d violations\n",
+           runs, with_failover, promoted, failures);
+    assert_int_equal(failures, 0);
+    /* The schedules must exercise failovers, or this test proves nothing. */
+    if (runs >= 20)
+        assert_true(with_failover > runs / 4 && promoted > runs / 5);
+}
+
+/* ---- message-level rules, on one instance ---- */
+
+struct capture {
+    json_t *sent[16];
+    int to[16];
+    int n_sent;
+    int persists;
+    bool fail_persist;
+};
+
+static struct capture CAP;
+
+static void cap_send(struct quorum *q, int site, json_t *msg)
+{
+    (void)q;
+    if (CAP.n_sent < 16) {
+        CAP.to[CAP.n_sent] = site;
+        CAP.sent[CAP.n_sent++] = json_incref(msg);
+    }
+}
+
+static int cap_persist(struct quorum *q, const struct quorum_durable *d)
+{
+    (void)q;
+    (void)d;
+    CAP.persists++;
+    return CAP.fail_persist ? -5 : 0;
+}
+
+static void cap_reset(void)
+{
+    for (int i = 0; i < CAP.n_sent; i++)
+        json_decref(CAP.sent[i]);
+    memset(&CAP, 0, sizeof CAP);
+}
+
+/* The last message of type t sent to `to`, or NULL. */
+static json_t *cap_last(const char *t, int to)
+{
+    for (int i = CAP.n_sent - 1; i >= 0; i--) {
+        if (CAP.to[i] == to && !strcmp(json_string_value(json_object_get(CAP.sent[i], "t")), t))
+            return CAP.sent[i];
+    }
+    return NULL;
+}
+
+static void one_node(struct quorum *q, struct config *cfg, const char *site)
+{
+    struct diag d;
+    diag_init(&d);
+    struct config_load_opts o = { .no_file_checks = true, .skip_runbooks = true };
+    assert_int_equal(config_load(cfg, "tests/fixtures/config/valid.yaml", &o, &d), 0);
+    diag_free(&d);
+    free(cfg->site);
+    cfg->site = strdup(site);
+    static const struct quorum_io io = { cap_send, cap_persist, NULL, NULL, NULL, NULL, NULL };
+    cap_reset();
+    assert_int_equal(quorum_init(q, cfg, &io, NULL, 1000, 1), 0);
+}
+
+static void vote_req(struct quorum *q, int from, int64_t epoch, const char *down, int64_t now)
+{
+    json_t *m = json_pack("{s:s,s:I,s:s,s:s}", "t", "vote-req", "epoch", (json_int_t)epoch,
+                          "candidate", quorum_site_name(q, from), "target_down", down);
+    quorum_receive(q, from, m, now);
+    json_decref(m);
+}
+
+static void test_one_vote_per_epoch(void **state)
+{
+    (void)state;
+    struct quorum q;
+    struct config cfg;
+    one_node(&q, &cfg, "dc3");
+    quorum_set_view(&q, 0, HEALTH_DOWN, 1000);
+    vote_req(&q, 1, 1, "dc1", 1100);
+    assert_true(json_is_true(json_object_get(cap_last("vote", 1), "granted")));
+    assert_int_equal(q.d.voted_epoch, 1);
+    assert_int_equal(q.d.voted_for, 1);
+    int persisted = CAP.persists;
+    assert_true(persisted >= 1);
+    /* Another candidate in the same epoch: refused. */
+    vote_req(&q, 0, 1, "dc1", 1200);
+    assert_false(json_is_true(json_object_get(cap_last("vote", 0), "granted")));
+    /* A decision for epoch 1 from a leader we did not vote for: refused. */
+    json_t *dec =
+        json_pack("{s:s,s:I,s:s,s:s,s:s,s:s,s:s}", "t", "decision", "epoch", (json_int_t)1,
+                  "leader", "dc1", "from", "dc1", "to", "dc2", "run", "x", "kind", "failover");
+    quorum_receive(&q, 0, dec, 1300);
+    json_decref(dec);
+    assert_false(json_is_true(json_object_get(cap_last("decision-ack", 0), "accepted")));
+    assert_int_equal(q.d.decision_epoch, 0);
+    /* The next epoch may be voted for again. */
+    vote_req(&q, 1, 2, "dc1", 1400);
+    assert_true(json_is_true(json_object_get(cap_last("vote", 1), "granted")));
+    cap_reset();
+    config_free(&cfg);
+}
+
+static void test_vote_needs_own_sdown_and_disk(void **state)
+{
+    (void)state;
+    struct quorum q;
+    struct config cfg;
+    one_node(&q, &cfg, "dc3");
+    quorum_set_view(&q, 0, HEALTH_UP, 1000);
+    vote_req(&q, 1, 1, "dc1", 1100);
+    json_t *v = cap_last("vote", 1);
+    assert_false(json_is_true(json_object_get(v, "granted")));
+    assert_string_equal(json_string_value(json_object_get(v, "reason")),
+                        "I do not see that site down");
+    /* Not the primary: refused. */
+    quorum_set_view(&q, 1, HEALTH_DOWN, 1000);
+    vote_req(&q, 0, 2, "dc2", 1200);
+    assert_false(json_is_true(json_object_get(cap_last("vote", 0), "granted")));
+    /* A vote that cannot be written to disk is never sent. */
+    quorum_set_view(&q, 0, HEALTH_DOWN, 1300);
+    CAP.fail_persist = true;
+    int before = CAP.n_sent;
+    vote_req(&q, 1, 3, "dc1", 1400);
+    for (int i = before; i < CAP.n_sent; i++)
+        assert_string_not_equal(json_string_value(json_object_get(CAP.sent[i], "t")), "vote");
+    cap_reset();
+    config_free(&cfg);
+}
+
+static void test_lease_only_for_primary(void **state)
+{
+    (void)state;
+    struct quorum q;
+    struct config cfg;
+    one_node(&q, &cfg, "dc3");
+    json_t *hb = json_pack("{s:s,s:s,s:I,s:s,s:I,s:{},s:b,s:n,s:I}", "t", "hb", "site", "dc2",
+                           "epoch", (json_int_t)0, "primary", "dc1", "primary_epoch", (json_int_t)0,
+                           "views", "fenced", 0, "decision", "lease_seq", (json_int_t)5);
+    quorum_receive(&q, 1, hb, 1100);
+    assert_null(cap_last("lease-ack", 1));
+    quorum_receive(&q, 0, hb, 1100);
+    assert_non_null(cap_last("lease-ack", 0));
+    json_decref(hb);
+    cap_reset();
+    config_free(&cfg);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_steady_state),
+        cmocka_unit_test(test_dc1_killed),
+        cmocka_unit_test(test_dc1_isolated),
+        cmocka_unit_test(test_one_link_cut),
+        cmocka_unit_test(test_witness_lost),
+        cmocka_unit_test(test_standby_lost),
+        cmocka_unit_test(test_flapping),
+        cmocka_unit_test(test_restart_keeps_vote),
+        cmocka_unit_test(test_random_schedules),
+        cmocka_unit_test(test_one_vote_per_epoch),
+        cmocka_unit_test(test_vote_needs_own_sdown_and_disk),
+        cmocka_unit_test(test_lease_only_for_primary),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

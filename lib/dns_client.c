@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "lib/buf.h"
 #include "lib/log.h"
@@ -56,6 +57,12 @@ struct dns_query {
     int tries;
     uint16_t type;
     char name[DNS_NAME_MAX + 1];
+    /* Source address, bound by us (not ares_set_local_ip*) to learn why a
+     * bind fails: c-ares would only say "connection refused". */
+    struct sockaddr_storage local;
+    socklen_t local_len;
+    char local_text[INET6_ADDRSTRLEN];
+    int bind_errno;
 
     int result;
     int rcode;
@@ -383,7 +390,11 @@ static void on_ares_answer(void *arg, int status, int timeouts, unsigned char *a
         decide_timeout(q);
         break;
     case ARES_ECONNREFUSED:
-        decide(q, -ECONNREFUSED, "connection refused");
+        if (q->bind_errno)
+            decide(q, -q->bind_errno, "cannot bind source address %s: %s", q->local_text,
+                   strerror(q->bind_errno));
+        else
+            decide(q, -ECONNREFUSED, "connection refused");
         break;
     case ARES_EBADRESP:
         decide(q, -EBADMSG, "malformed answer");
@@ -492,6 +503,20 @@ static void on_sock_state(void *data, ares_socket_t fd, int readable, int writab
         log_error("dns: uv_poll_start(%d): %s", (int)fd, uv_strerror(rc));
 }
 
+/* Called by c-ares for each new socket, before it connects. */
+static int on_sock_config(ares_socket_t fd, int type, void *data)
+{
+    (void)type;
+    struct dns_query *q = data;
+    if (q->local_len == 0)
+        return 0;
+    if (bind(fd, (const struct sockaddr *)&q->local, q->local_len) < 0) {
+        q->bind_errno = errno;
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- queries ---- */
 
 struct server_addr {
@@ -564,10 +589,21 @@ static int channel_init(struct dns_query *q, const struct dns_query_opts *o,
         log_error("dns: ares_set_servers_ports: %s", ares_strerror(st));
         return st == ARES_ENOMEM ? -ENOMEM : -EIO;
     }
-    if (local && local->family == AF_INET)
-        ares_set_local_ip4(q->channel, ntohl(local->a.v4.s_addr));
-    else if (local)
-        ares_set_local_ip6(q->channel, local->a.v6.s6_addr);
+    if (local && local->family == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&q->local;
+        sin->sin_family = AF_INET;
+        sin->sin_addr = local->a.v4;
+        q->local_len = sizeof *sin;
+    } else if (local) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&q->local;
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_addr = local->a.v6;
+        q->local_len = sizeof *sin6;
+    }
+    if (local) {
+        inet_ntop(local->family, &local->a, q->local_text, sizeof q->local_text);
+        ares_set_socket_configure_callback(q->channel, on_sock_config, q);
+    }
     return 0;
 }
 

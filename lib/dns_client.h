@@ -8,6 +8,8 @@
  * Each query has its own c-ares channel (its own server, tries, timeouts and
  * source address), driven by ARES_OPT_SOCK_STATE_CB -> one uv_poll per
  * socket, plus one uv_timer for c-ares' retransmissions and the deadline.
+ * Nothing from the system resolver configuration is read (resolv.conf is
+ * replaced by /dev/null), so search domains, ndots and rotate never apply.
  *
  * Lifetime, libuv style:
  *   - dns_query_start() errors are returned, never called back. Once it
@@ -89,7 +91,10 @@ struct dns_result {
      *   -EPROTO     FORMERR or another rcode
      *   -ETIMEDOUT  no answer in time -ECONNREFUSED  port unreachable
      *   -EBADMSG    malformed answer  -ECANCELED   cancelled
-     *   -ENOMEM, -EIO */
+     *   -EADDRNOTAVAIL (or another bind errno)  local_addr cannot be bound
+     *   -ENOMEM, -EIO
+     * Answers larger than the EDNS size (1232) are retried over TCP by
+     * c-ares; both transports count against the same timeout. */
     int result;
     const char *detail; /* "NOERROR", "NXDOMAIN", "timeout after 1000 ms (2 tries)", ... */
     int rcode;          /* DNS_RCODE_*, or -1 when no response was received */

@@ -326,6 +326,13 @@ static int map_result(struct http_request *r, CURLcode cc, const struct http_res
         detailf(r, "too many redirects");
         return -ELOOP;
     case CURLE_OUT_OF_MEMORY:
+        /* curl 7.88 reports a header line longer than its fixed limit as
+         * out of memory; before the end of the headers that is by far the
+         * likelier cause. */
+        if (res->connect_us > 0 && !r->headers_done) {
+            detailf(r, "response header line exceeds %d bytes", CURL_MAX_HTTP_HEADER);
+            return -EMSGSIZE;
+        }
         detailf(r, "out of memory");
         return -ENOMEM;
     default:

@@ -96,8 +96,9 @@ static void fixture_stop(pid_t pid)
 
 /* ---- suite state ---- */
 
-enum { F_NORMAL, F_SILENT, F_SERVFAIL, F_REFUSED, F_GARBAGE, F_COUNT };
-static const char *const modes[F_COUNT] = { "normal", "silent", "servfail", "refused", "garbage" };
+enum { F_NORMAL, F_SILENT, F_SERVFAIL, F_REFUSED, F_GARBAGE, F_TRUNCATE, F_COUNT };
+static const char *const modes[F_COUNT] = { "normal",  "silent",  "servfail",
+                                            "refused", "garbage", "truncate" };
 static pid_t pids[F_COUNT];
 static int ports[F_COUNT];
 
@@ -187,6 +188,7 @@ struct outcome {
     int result;
     int rcode;
     int aa;
+    int truncated;
     char detail[DNS_DETAIL_MAX];
     size_t n;
     struct {
@@ -207,6 +209,7 @@ static void on_done(struct dns_query *q, const struct dns_result *res, void *arg
     o->result = res->result;
     o->rcode = res->rcode;
     o->aa = res->authoritative;
+    o->truncated = res->truncated;
     snprintf(o->detail, sizeof o->detail, "%s", res->detail);
     o->n = res->n_records;
     for (size_t i = 0; i < res->n_records && i < MAX_KEPT; i++) {
@@ -302,6 +305,35 @@ static void test_other_types(void **state)
     assert_int_equal(r.n, 1);
     assert_int_equal(r.rec[0].ttl, 3600);
     assert_string_equal(r.rec[0].value, "ns1.test. admin.test. 2024010101 3600 600 86400 300");
+}
+
+static void test_tcp_fallback(void **state)
+{
+    (void)state;
+    struct outcome r;
+    /* 20 TXT records of ~115 bytes: over the EDNS size, so over TCP. */
+    query(F_NORMAL, "big.test", DNS_T_TXT, 2000, &r);
+    assert_int_equal(r.result, 0);
+    assert_int_equal(r.n, 20);
+    assert_int_equal(r.rec[0].ttl, 30);
+    assert_true(strncmp(r.rec[0].value, "record 00 000", 13) == 0);
+    assert_int_equal(strlen(r.rec[0].value), 110);
+    /* A server that truncates every UDP answer. */
+    query(F_TRUNCATE, "a.test", DNS_T_A, 2000, &r);
+    assert_int_equal(r.result, 0);
+    assert_int_equal(r.n, 2);
+    assert_string_equal(r.rec[1].value, "192.0.2.2");
+}
+
+static void test_record_cap(void **state)
+{
+    (void)state;
+    struct outcome r;
+    query(F_NORMAL, "many.test", DNS_T_A, 2000, &r);
+    assert_int_equal(r.result, 0);
+    assert_int_equal(r.n, DNS_MAX_RECORDS);
+    assert_true(r.truncated);
+    assert_string_equal(r.rec[0].value, "198.51.100.1");
 }
 
 static void test_nxdomain_nodata(void **state)
@@ -401,6 +433,20 @@ static void test_local_addr(void **state)
     assert_int_equal(r.result, 0);
     assert_int_equal(r.n, 1);
     assert_string_equal(r.rec[0].value, "127.0.0.2");
+
+    /* Not an address of this host: the socket cannot be bound, and that is
+     * still reported from the loop, not from dns_query_start. */
+    memset(&r, 0, sizeof r);
+    r.x = &x;
+    o.local_addr = "192.0.2.77";
+    assert_int_equal(dns_query_start(x.client, &o, on_done, &r, NULL), 0);
+    assert_int_equal(r.calls, 0);
+    ctx_run(&x);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.result, -EADDRNOTAVAIL);
+    assert_string_equal(r.detail,
+                        "cannot bind source address 192.0.2.77: Cannot assign requested address");
+    assert_true(r.done_ms < 1000);
     ctx_done(&x);
 }
 
@@ -575,6 +621,8 @@ int main(void)
         cmocka_unit_test(test_a),
         cmocka_unit_test(test_txt),
         cmocka_unit_test(test_other_types),
+        cmocka_unit_test(test_tcp_fallback),
+        cmocka_unit_test(test_record_cap),
         cmocka_unit_test(test_nxdomain_nodata),
         cmocka_unit_test(test_timeout_silent),
         cmocka_unit_test(test_servfail_refused),

@@ -415,6 +415,13 @@ static void test_header_cap(void **state)
     assert_int_equal(r.result, -EMSGSIZE);
     assert_string_equal(r.detail, "response headers exceed 4096 bytes");
     assert_true(r.done_ms < 3000);
+
+    /* One line that never ends: bounded by curl's own line limit. */
+    url(u, sizeof u, plain_port, "/long-header");
+    fetch(&o, &r);
+    assert_int_equal(r.result, -EMSGSIZE);
+    assert_string_equal(r.detail, "response header line exceeds 102400 bytes");
+    assert_true(r.done_ms < 3000);
 }
 
 static void test_headers_never_finish(void **state)

@@ -35,10 +35,10 @@ void log_msgf(enum log_level lvl, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* log_ev(LOG_WARN, "+sdown", "site down", {"site", name}, {"probe", p}) */
-#define log_ev(lvl, event, msg, ...)                                                  \
-    do {                                                                              \
-        const struct log_kv log_kv_[] = { { NULL, NULL }, __VA_ARGS__ };              \
-        log_emit((lvl), (event), (msg), log_kv_, sizeof log_kv_ / sizeof log_kv_[0]); \
+#define log_ev(lvl, event, msg, ...)                                                               \
+    do {                                                                                           \
+        const struct log_kv log_kv_[] = { { NULL, NULL }, __VA_ARGS__ };                           \
+        log_emit((lvl), (event), (msg), log_kv_, sizeof log_kv_ / sizeof log_kv_[0]);              \
     } while (0)
 
 #define log_debug(...) log_msgf(LOG_DEBUG, NULL, __VA_ARGS__)

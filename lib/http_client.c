@@ -434,12 +434,15 @@ static void check_multi_info(struct http_client *c)
 
 /* ---- loop and curl callbacks ---- */
 
+/* A TCP socket has a peer once connected. The family check skips the
+ * socketpair curl's threaded resolver may hand us while resolving. */
 static void note_connected(struct http_sock *s)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     if (s->req && !s->req->tcp_connected_ns &&
-        getpeername(s->fd, (struct sockaddr *)&ss, &len) == 0)
+        getpeername(s->fd, (struct sockaddr *)&ss, &len) == 0 &&
+        (ss.ss_family == AF_INET || ss.ss_family == AF_INET6))
         s->req->tcp_connected_ns = uv_hrtime();
 }
 

@@ -871,6 +871,41 @@ static void on_done_then_close(struct http_request *req, const struct http_respo
     http_client_close(o->x->client, on_client_closed, o->x);
 }
 
+/* Starting the next request from inside a callback. */
+struct chain {
+    struct ctx *x;
+    char url[128];
+    int left;
+    int ok;
+};
+
+static void on_chain(struct http_request *req, const struct http_response *res, void *arg)
+{
+    (void)req;
+    struct chain *ch = arg;
+    if (res->result == 0 && strcmp(res->body, "OK") == 0)
+        ch->ok++;
+    if (--ch->left > 0) {
+        struct http_request_opts o = { .url = ch->url };
+        assert_int_equal(http_request_start(ch->x->client, &o, on_chain, ch, NULL), 0);
+    }
+}
+
+static void test_start_from_callback(void **state)
+{
+    (void)state;
+    struct ctx x;
+    ctx_init(&x);
+    struct chain ch = { .x = &x, .left = 5 };
+    url(ch.url, sizeof ch.url, plain_port, "/ok");
+    struct http_request_opts o = { .url = ch.url };
+    assert_int_equal(http_request_start(x.client, &o, on_chain, &ch, NULL), 0);
+    ctx_run(&x);
+    assert_int_equal(ch.left, 0);
+    assert_int_equal(ch.ok, 5);
+    ctx_done(&x);
+}
+
 static void test_close_from_callback(void **state)
 {
     (void)state;
@@ -918,6 +953,7 @@ int main(void)
         cmocka_unit_test(test_hung_does_not_delay_fast),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_close_with_pending),
+        cmocka_unit_test(test_start_from_callback),
         cmocka_unit_test(test_close_from_callback),
     };
     return cmocka_run_group_tests(tests, suite_setup, suite_teardown);

@@ -289,6 +289,9 @@ static void op_begin(struct pg_async *pg, enum pg_op op, pg_async_cb cb, void *a
     pg->rows_bytes = 0;
     pg->sqlstate[0] = '\0';
     pg->detail[0] = '\0';
+    /* The loop's clock is cached; a caller outside a callback may come
+     * after a long pause, which would silently shorten the deadline. */
+    uv_update_time(pg->loop);
     uv_timer_start(&pg->timer, on_timer, timeout_ms, 0);
 }
 

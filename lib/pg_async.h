@@ -32,6 +32,14 @@
  * Not possible with libpq: binding a local source address (libpq has no
  * option for it). Route by destination instead.
  *
+ * A closed connection helps only if the FIN reaches the server: across a
+ * partition the server keeps going until its own TCP keepalive gives up
+ * (as it would with PQcancel, whose request would not arrive either).
+ *
+ * While connected, the object watches its socket (to notice a server that
+ * closes an idle connection), so it keeps the loop alive until closed or
+ * disconnected.
+ *
  * Secrets: the password comes from a file read at each connect (first line,
  * size-capped); our copy is wiped right after PQconnectStartParams (libpq
  * keeps its own copy inside the PGconn until the connection is dropped). It
@@ -121,7 +129,11 @@ struct pg_async_opts {
     const char *name;
 };
 
-/* What a connect or a query ended with. Valid during the callback only. */
+/* What a connect or a query ended with. Valid during the callback only.
+ * Rows arrive one by one (single-row mode, so the size cap can be applied)
+ * and are put back together in one PGRES_TUPLES_OK result; for such results
+ * PQcmdStatus/PQcmdTuples are empty (use PQntuples), and rows of zero
+ * columns ("select from t") are not kept. Commands keep their PQcmdTuples. */
 struct pg_async_result {
     int status;           /* 0 or a negative errno (see above) */
     PGresult *res;        /* query success only: PGRES_TUPLES_OK or PGRES_COMMAND_OK */
@@ -186,8 +198,9 @@ const char *pg_async_name(const pg_async_t *pg);
 
 /* Single values from a result, by row and column. 0 on success; -EINVAL
  * (no such row/column, or not parseable), -ENODATA (SQL NULL), -ERANGE
- * (out of range). bool accepts PostgreSQL's "t"/"f" (and true/false/on/off
- * /1/0). */
+ * (out of range). bool accepts PostgreSQL's "t"/"f" and the spellings of
+ * SHOW (on/off), true/false, yes/no, 1/0. double refuses NaN/Infinity
+ * (-ERANGE). */
 int pg_async_get_int64(const PGresult *res, int row, int col, int64_t *out);
 int pg_async_get_bool(const PGresult *res, int row, int col, bool *out);
 int pg_async_get_double(const PGresult *res, int row, int col, double *out);

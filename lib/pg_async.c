@@ -206,7 +206,7 @@ static void poll_drop(struct pg_async *pg)
 /* Watch PQsocket() for `events`. libpq may have closed the socket we watch
  * and opened another (next address or host, SSL or GSS retry), often under
  * the same descriptor number, which epoll would then silently not watch: a
- * changed (fd, device, inode) gets a fresh handle. */
+ * changed (fd, device, inode) is given a fresh handle. */
 static int poll_update(struct pg_async *pg, int events)
 {
     int fd = pg->conn ? PQsocket(pg->conn) : -1;

@@ -527,12 +527,12 @@ static void test_random_schedules(void **state)
 {
     (void)state;
     int runs = getenv("TRIAD_UNDER_VALGRIND") ? 10
-               : getenv("SIM_RUNS")           ? atoi(getenv("SIM_RUNS"))
+               : getenv("SIM_RUNS")           ? (int)strtol(getenv("SIM_RUNS"), NULL, 10)
                                               : 60;
     int failures = 0, with_failover = 0, promoted = 0;
     int first = 100;
     if (getenv("SIM_SEED")) {
-        first = atoi(getenv("SIM_SEED"));
+        first = (int)strtol(getenv("SIM_SEED"), NULL, 10);
         runs = 1;
     }
     for (int seed = first; seed < first + runs; seed++) {

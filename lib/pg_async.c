@@ -63,6 +63,7 @@ struct pg_gai {
 struct pg_async {
     uv_loop_t *loop;
     char *name;
+    bool quiet;
     char **keys;
     char **vals;
     size_t nparams;
@@ -166,7 +167,7 @@ static const char *param_get(const struct pg_async *pg, const char *key)
 
 static void log_failure(const struct pg_async *pg, const char *event, int status)
 {
-    log_ev(LOG_WARN, event, pg->detail, { "pg", pg->name }, { "error", errname(status) },
+    log_ev(pg->quiet ? LOG_DEBUG : LOG_WARN, event, pg->detail, { "pg", pg->name }, { "error", errname(status) },
            { pg->sqlstate[0] ? "sqlstate" : NULL, pg->sqlstate });
 }
 
@@ -1022,7 +1023,7 @@ static void query_done(struct pg_async *pg)
     int rc = poll_update(pg, UV_READABLE);
     if (rc < 0) {
         /* The result stands; the connection does not. */
-        log_ev(LOG_WARN, "pg-connection-lost", errstr(rc, eb, sizeof eb), { "pg", pg->name });
+        log_ev(pg->quiet ? LOG_DEBUG : LOG_WARN, "pg-connection-lost", errstr(rc, eb, sizeof eb), { "pg", pg->name });
         conn_drop(pg);
         pg->state = PG_IDLE;
     }
@@ -1072,7 +1073,7 @@ static void idle_read(struct pg_async *pg)
         char msg[PG_ASYNC_DETAIL_MAX];
         snprintf(msg, sizeof msg, "%s", PQerrorMessage(pg->conn));
         trim_end(msg);
-        log_ev(LOG_WARN, "pg-connection-lost", msg, { "pg", pg->name });
+        log_ev(pg->quiet ? LOG_DEBUG : LOG_WARN, "pg-connection-lost", msg, { "pg", pg->name });
         conn_drop(pg);
         pg->state = PG_IDLE;
         return;
@@ -1225,6 +1226,7 @@ int pg_async_new(uv_loop_t *loop, const struct pg_async_opts *o, pg_async_t **ou
     pg->max_result_bytes = o->max_result_bytes ? o->max_result_bytes : PG_ASYNC_MAX_RESULT_BYTES;
     const char *name = o->name ? o->name : param_get(pg, "host");
     pg->name = strdup(name ? name : "postgres");
+    pg->quiet = o->quiet;
     if (!pg->name) {
         result = -ENOMEM;
         goto out;

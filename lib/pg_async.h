@@ -127,6 +127,9 @@ struct pg_async_opts {
     size_t max_result_bytes;
     /* Label in logs ("dc1/synapse"); default: the host. */
     const char *name;
+    /* Log failures at debug level only: the caller reports them (a probe
+     * failing every 500 ms must not flood the log). */
+    bool quiet;
 };
 
 /* What a connect or a query ended with. Valid during the callback only.

@@ -5,6 +5,7 @@
  * come from testcerts (two CAs, "a" and "b"). Helper servers that must not
  * speak TLS (a silent server, a proxy that dribbles bytes) are forked
  * children with plain blocking sockets, killed and reaped by the test.
+ * TLS_TEST_DEBUG=1 prints every on_close with its reason.
  */
 #include <errno.h>
 #include <netinet/in.h>

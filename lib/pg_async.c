@@ -167,8 +167,8 @@ static const char *param_get(const struct pg_async *pg, const char *key)
 
 static void log_failure(const struct pg_async *pg, const char *event, int status)
 {
-    log_ev(pg->quiet ? LOG_DEBUG : LOG_WARN, event, pg->detail, { "pg", pg->name }, { "error", errname(status) },
-           { pg->sqlstate[0] ? "sqlstate" : NULL, pg->sqlstate });
+    log_ev(pg->quiet ? LOG_DEBUG : LOG_WARN, event, pg->detail, { "pg", pg->name },
+           { "error", errname(status) }, { pg->sqlstate[0] ? "sqlstate" : NULL, pg->sqlstate });
 }
 
 /* Server notices (and errors the server sends on an idle connection just
@@ -1023,7 +1023,8 @@ static void query_done(struct pg_async *pg)
     int rc = poll_update(pg, UV_READABLE);
     if (rc < 0) {
         /* The result stands; the connection does not. */
-        log_ev(pg->quiet ? LOG_DEBUG : LOG_WARN, "pg-connection-lost", errstr(rc, eb, sizeof eb), { "pg", pg->name });
+        log_ev(pg->quiet ? LOG_DEBUG : LOG_WARN, "pg-connection-lost", errstr(rc, eb, sizeof eb),
+               { "pg", pg->name });
         conn_drop(pg);
         pg->state = PG_IDLE;
     }

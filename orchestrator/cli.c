@@ -73,8 +73,11 @@ static const struct cli_cmd commands[] = {
       "Asks the local daemon over its control socket.", json_opts, 0, 0, cmd_not_implemented },
     { "probe", "", "run the probes without a daemon and print their results",
       "Runs every configured probe against its target and prints a table\n"
-      "(site, probe, state, latency, detail).",
-      probe_opts, 0, 0, cmd_not_implemented },
+      "(site, probe, state, latency, detail), or with --json a document\n"
+      "{\"probes\": [...]}. Without --once, prints each result as it comes until\n"
+      "interrupted. With --once the exit status is 0 when every probe is up and\n"
+      "5 otherwise.",
+      probe_opts, 0, 0, cmd_probe },
     { "plan", "[RUNBOOK]", "show what a runbook would do (a dry run)",
       "Resolves every parameter and runs every action's non-destructive checks.\n"
       "With --fsm, prints the step state machine (--json or --dot).",

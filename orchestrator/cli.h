@@ -59,6 +59,7 @@ bool cli_flag(const struct cli_args *a, const char *name);
 /* Commands (one file each). */
 int cmd_version(const struct cli_args *a);
 int cmd_check_config(const struct cli_args *a);
+int cmd_probe(const struct cli_args *a);
 int cmd_not_implemented(const struct cli_args *a);
 
 #endif

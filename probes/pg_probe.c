@@ -97,8 +97,8 @@ static void evaluate(struct probe *p, const PGresult *r)
     }
     json_t *fields =
         json_pack("{s:b,s:b,s:I,s:I,s:o,s:o,s:o}", "in_recovery", recovery, "accepts_writes",
-                  writes, "timeline", (json_int_t)timeline, "server_version",
-                  (json_int_t)version, "current_lsn", lsn_field(r, "current_lsn"), "receive_lsn",
+                  writes, "timeline", (json_int_t)timeline, "server_version", (json_int_t)version,
+                  "current_lsn", lsn_field(r, "current_lsn"), "receive_lsn",
                   lsn_field(r, "receive_lsn"), "replay_lsn", lsn_field(r, "replay_lsn"));
     char size[32];
     struct buf detail;
@@ -108,17 +108,20 @@ static void evaluate(struct probe *p, const PGresult *r)
         const char *status = val(r, "receiver_status");
         json_object_set_new(fields, "replay_lag_bytes",
                             lag_bytes >= 0 ? json_integer(lag_bytes) : json_null());
-        json_object_set_new(fields, "replay_lag_seconds", lag_s >= 0 ? json_real(lag_s) : json_null());
+        json_object_set_new(fields, "replay_lag_seconds",
+                            lag_s >= 0 ? json_real(lag_s) : json_null());
         json_object_set_new(fields, "receiver_status", status ? json_string(status) : json_null());
         json_object_set_new(fields, "sender_host",
-                            val(r, "sender_host") ? json_string(val(r, "sender_host")) : json_null());
+                            val(r, "sender_host") ? json_string(val(r, "sender_host"))
+                                                  : json_null());
         units_format_size(lag_bytes > 0 ? (uint64_t)lag_bytes : 0, size, sizeof size);
         buf_printf(&detail, "replica timeline=%lld replay=%s lag=%s", (long long)timeline,
                    val(r, "replay_lsn") ? val(r, "replay_lsn") : "-", size);
         if (lag_s >= 0)
             buf_printf(&detail, " %.1fs", lag_s);
         buf_printf(&detail, " %s", status ? status : "not-streaming");
-        if (p->cfg->max_replay_lag && lag_bytes >= 0 && (uint64_t)lag_bytes > p->cfg->max_replay_lag) {
+        if (p->cfg->max_replay_lag && lag_bytes >= 0 &&
+            (uint64_t)lag_bytes > p->cfg->max_replay_lag) {
             char max[32];
             units_format_size(p->cfg->max_replay_lag, max, sizeof max);
             buf_printf(&detail, " (over max_replay_lag %s)", max);

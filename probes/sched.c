@@ -121,7 +121,19 @@ static void finish(struct probe *p, bool ok, json_t *fields, const char *detail)
     p->last.ok = ok;
     p->last.latency_ms = now - p->started_ms;
     p->last.at_ms = now;
-    snprintf(p->last.detail, sizeof p->last.detail, "%s", detail);
+    /* One line: libpq and others put hints on following lines. */
+    size_t o = 0;
+    for (const char *c = detail; *c && o + 1 < sizeof p->last.detail; c++) {
+        if (*c == '\n' || *c == '\t' || *c == '\r') {
+            if (o && p->last.detail[o - 1] != ' ')
+                p->last.detail[o++] = ' ';
+            continue;
+        }
+        p->last.detail[o++] = *c;
+    }
+    while (o && p->last.detail[o - 1] == ' ')
+        o--;
+    p->last.detail[o] = '\0';
     record_duration(p, p->last.latency_ms);
     struct health_params hp = { s->cfg->health.fail_after, s->cfg->health.down_after_ms,
                                 s->cfg->health.recover_after };
@@ -182,8 +194,8 @@ static void on_due(uv_timer_t *t)
     p->running = true;
     p->runs++;
     p->started_ms = loop_now_ms();
-    uv_timer_start(&p->timer, on_timeout,
-                   (uint64_t)(p->cfg->timeout_ms + PROBE_TIMEOUT_GRACE_MS), 0);
+    uv_timer_start(&p->timer, on_timeout, (uint64_t)(p->cfg->timeout_ms + PROBE_TIMEOUT_GRACE_MS),
+                   0);
     p->driver->run(p);
 }
 
@@ -303,11 +315,11 @@ void probe_sched_close(struct probe_sched *s, probe_closed_cb cb, void *arg)
 json_t *probe_to_json(const struct probe *p)
 {
     const char *state = !p->last.done ? "unknown" : p->last.ok ? "up" : "down";
-    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:s,s:b}", "site", p->cfg->site, "name",
-                          p->cfg->name, "kind", config_probe_kind_name(p->cfg->kind), "state",
-                          state, "health", health_state_name(p->health.state), "latency_ms",
-                          (json_int_t)p->last.latency_ms, "detail", p->last.detail, "critical",
-                          p->cfg->critical);
+    json_t *o =
+        json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:s,s:b}", "site", p->cfg->site, "name", p->cfg->name,
+                  "kind", config_probe_kind_name(p->cfg->kind), "state", state, "health",
+                  health_state_name(p->health.state), "latency_ms", (json_int_t)p->last.latency_ms,
+                  "detail", p->last.detail, "critical", p->cfg->critical);
     if (p->last.fields)
         json_object_update_missing(o, p->last.fields);
     return o;

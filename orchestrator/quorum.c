@@ -57,16 +57,24 @@ static int persist(struct quorum *q)
     return q->io.persist ? q->io.persist(q, &q->d) : 0;
 }
 
-static void send(struct quorum *q, int site, json_t *msg)
+/* The io.send callback borrows the message: it copies what it keeps. */
+static void send_to(struct quorum *q, int site, json_t *msg)
 {
     if (site != q->self && q->io.send)
         q->io.send(q, site, msg);
 }
 
+/* Send a new message (its reference is consumed). */
+static void send(struct quorum *q, int site, json_t *msg)
+{
+    send_to(q, site, msg);
+    json_decref(msg);
+}
+
 static void broadcast(struct quorum *q, json_t *msg)
 {
     for (int i = 0; i < q->n; i++)
-        send(q, i, msg);
+        send_to(q, i, msg);
     json_decref(msg);
 }
 
@@ -711,7 +719,7 @@ static void update_election(struct quorum *q, int64_t now)
                           q->d.decision_kind);
             for (int i = 0; i < q->n; i++) {
                 if (!q->acks[i])
-                    send(q, i, m);
+                    send_to(q, i, m);
             }
             json_decref(m);
         }

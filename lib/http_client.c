@@ -769,6 +769,8 @@ static int setup_request(struct http_request *r, const struct http_request_opts 
         snprintf(dev, sizeof dev, "host!%s", o->local_addr);
         SETOPT(e, CURLOPT_INTERFACE, dev);
     }
+    if (o->unix_socket)
+        SETOPT(e, CURLOPT_UNIX_SOCKET_PATH, o->unix_socket);
     return 0;
 }
 

@@ -76,6 +76,9 @@ struct http_request_opts {
     const char *connect_to;
     /* Numeric source address to bind before connecting ("127.0.2.1"). */
     const char *local_addr;
+    /* Talk HTTP over this Unix socket instead of TCP (the URL's host is then
+     * only the Host header): the daemon's control socket. */
+    const char *unix_socket;
 };
 
 struct http_response {

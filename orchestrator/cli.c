@@ -61,16 +61,24 @@ static const struct cli_opt report_opts[] = {
 
 static const struct cli_cmd commands[] = {
     { "daemon", "", "run this site's daemon (probes, quorum, runbooks, API)",
-      "Runs in the foreground until SIGTERM or SIGINT; SIGHUP reloads the\n"
-      "configuration. Logs go to standard error, one event per line.",
-      no_opts, 0, 0, cmd_not_implemented },
+      "Runs in the foreground until SIGTERM or SIGINT: probes every site, keeps\n"
+      "the TLS links to the other daemons, takes part in the quorum (ODOWN,\n"
+      "epochs, votes, the primary's lease, self-fencing) and serves the control\n"
+      "API on api.socket. SIGHUP checks the configuration again and applies its\n"
+      "log settings. Logs go to standard error, one event per line (logfmt or\n"
+      "JSON). The runbook engine is not built yet: a failover decision is\n"
+      "recorded on a majority, but no step runs.",
+      no_opts, 0, 0, cmd_daemon },
     { "check-config", "", "validate the configuration and its runbooks",
       "Reads the configuration and every runbook it names, checks every value,\n"
       "cross-reference and referenced file, and prints every error as\n"
       "FILE:LINE:COLUMN: message. Exit status 1 when anything is wrong.",
       check_config_opts, 0, 0, cmd_check_config },
     { "status", "", "show quorum, sites, probes and the active run",
-      "Asks the local daemon over its control socket.", json_opts, 0, 0, cmd_not_implemented },
+      "Asks the local daemon over its control socket (api.socket) and prints the\n"
+      "epoch, leader, primary site, quorum, each site's state and probes, and\n"
+      "the active run.",
+      json_opts, 0, 0, cmd_status },
     { "probe", "", "run the probes without a daemon and print their results",
       "Runs every configured probe against its target and prints a table\n"
       "(site, probe, state, latency, detail), or with --json a document\n"

@@ -60,6 +60,8 @@ bool cli_flag(const struct cli_args *a, const char *name);
 int cmd_version(const struct cli_args *a);
 int cmd_check_config(const struct cli_args *a);
 int cmd_probe(const struct cli_args *a);
+int cmd_status(const struct cli_args *a);
+int cmd_daemon(const struct cli_args *a);
 int cmd_not_implemented(const struct cli_args *a);
 
 #endif

@@ -547,6 +547,7 @@ static void read_fence(struct reader *r, struct ynode *n)
         "system", "credentials_file", "ca_file", "command", "verify",  NULL
     };
     static const char *const pg_modes[] = { "read-only", "shutdown", NULL };
+
     struct config *cfg = r->cfg;
     if (!yread_expect(r->d, n, YNODE_MAP, "a fencing method"))
         return;
@@ -574,8 +575,11 @@ static void read_fence(struct reader *r, struct ynode *n)
     yread_duration(r->d, n, "timeout", 100, 3600000, &f->timeout_ms);
     yread_str(r->d, n, "cluster", &f->cluster);
     int mode = 0;
-    if (yread_enum(r->d, n, "mode", pg_modes, &mode) > 0)
-        f->shutdown = mode == 1;
+    struct ynode *mode_node = ynode_get(n, "mode");
+    if (yread_enum(r->d, n, "mode", pg_modes, &mode) > 0 && mode == 1)
+        yread_error(r->d, mode_node,
+                    "mode 'shutdown' needs access to the database host: use an exec fence "
+                    "running 'pg_ctl stop -m fast' there");
     yread_str(r->d, n, "url", &f->url);
     if (yread_str(r->d, n, "system", &f->system) <= 0)
         f->system = strdup("/redfish/v1/Systems/1");

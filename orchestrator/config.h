@@ -183,7 +183,7 @@ struct cfg_fence {
     int64_t timeout_ms;
     /* postgres */
     char *cluster;
-    bool shutdown; /* mode: shutdown (default read-only) */
+    /* postgres: always read-only; a shutdown needs the database host (exec) */
     /* redfish */
     char *url;
     char *system;

@@ -126,7 +126,7 @@ static json_t *fencing_json(const struct config *cfg)
                                       config_fence_method_name(f->method), "site",
                                       str_or_null(f->site), "timeout_ms", (json_int_t)f->timeout_ms,
                                       "cluster", str_or_null(f->cluster), "mode",
-                                      f->shutdown ? "shutdown" : "read-only", "url",
+                                      "read-only", "url",
                                       str_or_null(f->url), "system", str_or_null(f->system),
                                       "credentials_file", str_or_null(f->credentials_file),
                                       "command", str_list(f->command, f->n_command), "verify",

@@ -1,0 +1,47 @@
+/* The daemon of one site: probes, peer links, the quorum, self-fencing and
+ * the control API, on one loop. */
+#ifndef TRIAD_DAEMON_H
+#define TRIAD_DAEMON_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <uv.h>
+
+#include "lib/loop.h"
+#include "orchestrator/config.h"
+#include "orchestrator/quorum.h"
+#include "probes/probe.h"
+
+struct peers;
+struct control;
+struct http_client;
+
+struct daemon {
+    const char *config_path;
+    struct config cfg;
+    uv_loop_t *uv;
+    struct loop loop;
+    struct probe_sched probes;
+    bool probes_open;
+    struct peers *peers;
+    struct control *api;
+    struct http_client *http; /* fences and notifications */
+    struct quorum q;
+    uv_timer_t tick;
+    char state_path[4096];
+    int self;
+    int64_t started_ms;
+    bool stopping;
+    int closing; /* components still closing */
+    int exit_code;
+    /* Self-fencing in progress: fences started and verified. */
+    int fences_running, fences_ok, fences_failed;
+};
+
+/* Runs the daemon until SIGTERM/SIGINT. Returns an exit code (cli.h). */
+int daemon_run(const char *config_path);
+
+/* The status document of DESIGN.md section 8. */
+json_t *daemon_status(struct daemon *d);
+
+#endif

@@ -91,10 +91,12 @@ alive() { # PID: running and not a zombie
     [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
 }
 
-pidfile_pid() { # FILE: the pid in it when that process is alive
+pidfile_pid() { # FILE: the pid in it when that process is alive and is this lab's
     local p
     p=$(head -n 1 "$1" 2>/dev/null | tr -dc 0-9)
-    alive "$p" && echo "$p"
+    # Every lab process names a file of LAB_DIR on its command line: a pid
+    # reused by an unrelated process is never taken for ours.
+    alive "$p" && tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF "$LAB_DIR/" && echo "$p"
 }
 
 # The pid files of a site's processes (or of every process with "all").
@@ -135,7 +137,9 @@ lab_pids() { # [SITE]
         p=$(pidfile_pid "$f") && roots+=("$p")
     done < <(pidfiles "${site:-all}")
     if [ -z "$site" ] && [ "$(mode)" = netns ]; then
-        roots+=($(ip netns pids "$LAB_NETNS" 2>/dev/null))
+        local nsp
+        mapfile -t nsp < <(ip netns pids "$LAB_NETNS" 2>/dev/null)
+        roots+=("${nsp[@]}")
     fi
     [ ${#roots[@]} -gt 0 ] || return 0
     ps -e -o pid=,ppid= | awk -v roots="${roots[*]}" -v self="$$" '
@@ -200,8 +204,8 @@ keeper_start() {
     nsx env LAB_INSTANCE="$LAB_DIR" LAB_SITE=keeper setsid "$PY" "$HERE/lab_keeper.py" serve \
         --socket "$KEEPER_SOCK" --pidfile "$LAB_DIR/keeper.pid" </dev/null \
         >>"$LAB_DIR/keeper.log" 2>&1 &
-    local i
-    for i in $(seq 50); do
+    local _
+    for _ in $(seq 50); do
         keeper_alive && return 0
         sleep 0.1
     done
@@ -406,7 +410,9 @@ pg_start() { # SITE
     for f in "$d/pgdata/postmaster.pid" "$d/pgsock/.s.PGSQL.5432.lock"; do
         [ -f "$f" ] || continue
         p=$(head -n 1 "$f" | tr -dc 0-9)
-        alive "$p" && grep -q postgres "/proc/$p/cmdline" 2>/dev/null || rm -f "$f"
+        if ! { alive "$p" && grep -q postgres "/proc/$p/cmdline" 2>/dev/null; }; then
+            rm -f "$f"
+        fi
     done
     touch "$d/postgres.log"
     chown postgres:postgres "$d/postgres.log"
@@ -721,6 +727,7 @@ cmd_up() {
     done
     for p in "${pids[@]}"; do wait "$p" || die "a replica could not be set up"; done
     local want=(127.0.9.53:53 127.0.9.80:8080 127.0.8.1:8000 127.0.8.2:8000 127.0.8.3:8000)
+    # shellcheck disable=SC2207 # addresses have no spaces
     for s in "${SITES[@]}"; do want+=($(site_ports "$s")); done
     wait_listening 30 "${want[@]}" || die "not everything is listening: $(for a in "${want[@]}"; do
         listening "$a" || printf '%s ' "$a"; done)"
@@ -793,7 +800,7 @@ cmd_kill() { # SITE
     touch "$LAB_DIR/$s/killed"
     # shellcheck disable=SC2086
     [ -z "$pids" ] || wait_gone 10 $pids || warn "some processes of $s survived SIGKILL"
-    say "$s killed ($(echo $pids | wc -w) processes) and isolated"
+    say "$s killed ($(echo $pids | wc -w) processes)$([ "$(mode)" = netns ] && echo " and isolated")"
 }
 
 cmd_revive() { # SITE
@@ -804,6 +811,7 @@ cmd_revive() { # SITE
     echo On >"$LAB_DIR/$s/bmc-power"
     pg_start "$s"
     site_services_start "$s"
+    # shellcheck disable=SC2046 # addresses have no spaces
     wait_listening 20 $(site_ports "$s") || die "$s did not come back"
     if [ -f "$LAB_DIR/daemons.wanted" ]; then
         daemons_start "$s" || warn "triad daemon of $s did not start"
@@ -875,7 +883,10 @@ cmd_writer() { # start [opts] | stop | check [opts] | stats [opts]
 }
 
 cmd_status() {
-    [ -d "$LAB_DIR" ] || { [ "${1:-}" = --json ] && echo '{"up": false}' || say "no lab at $LAB_DIR"; return 0; }
+    if [ ! -d "$LAB_DIR" ]; then
+        if [ "${1:-}" = --json ]; then echo '{"up": false}'; else say "no lab at $LAB_DIR"; fi
+        return 0
+    fi
     nsx env LAB_DIR="$LAB_DIR" "$PY" "$HERE/lab_status.py" --mode "$(mode)" --netns "$LAB_NETNS" "$@"
 }
 

@@ -259,6 +259,14 @@ dc2_ok() { [ "$(http_code 127.0.2.1 http://127.0.2.20:8008/health)" = 200 ]; }
 t=$SECONDS
 check "after scaling DC2's ess-synapse-main to 1, its Synapse answers 200" wait_for 10 dc2_ok
 diag "DC2 Synapse served $((SECONDS - t)) s after the scale"
+write_at() { # SITE ID: POST /write through that site's ingress, prints the body
+    nsx curl -s -m 8 --cacert "$S/ca.pem" --resolve "matrix.lab.test:443:127.0.${1#dc}.10" \
+        -H 'Content-Type: application/json' -d "{\"id\": $2}" https://matrix.lab.test/write
+}
+out=$(write_at dc2 999990)
+echo "$out" >>"$LOG"
+check "a write on DC2 (serving, but a replica) is refused as read-only" \
+    jq -e '.reason == "read_only" and .site == "dc2"' <<<"$out"
 k8s dc2 PATCH /apis/apps/v1/namespaces/ess/statefulsets/ess-synapse-main/scale \
     -H 'Content-Type: application/merge-patch+json' -d '{"spec":{"replicas":0}}' >>"$LOG"
 dc2_503() { [ "$(http_code 127.0.2.1 http://127.0.2.20:8008/health)" = 503 ]; }
@@ -271,6 +279,51 @@ check "POST /write on DC1 commits and acknowledges with site and txid" \
 check "... and the row is on a replica too (synchronous replication)" wait_for 5 bash -c \
     "runuser -u postgres -- $PGBIN/psql -h $LAB_DIR/dc2/pgsock -d synapse -XAtc 'SELECT count(*) FROM writes WHERE id = 999999' | grep -qx 1 ||
      runuser -u postgres -- $PGBIN/psql -h $LAB_DIR/dc3/pgsock -d synapse -XAtc 'SELECT count(*) FROM writes WHERE id = 999999' | grep -qx 1"
+
+# --- the triad role's rights ------------------------------------------------------------------------
+as_triad() { # SITE DB SQL...: each SQL its own statement (ALTER SYSTEM needs that)
+    local site=$1 db=$2 q args=()
+    shift 2
+    for q in "$@"; do args+=(-c "$q"); done
+    nsx env PGPASSWORD="$(cat "$S/pg-triad.pass")" "$PGBIN/psql" -h "127.0.${site#dc}.5" -U triad \
+        -d "$db" -XAtq -v ON_ERROR_STOP=1 "${args[@]}"
+}
+check "triad: reads pg_stat_replication in full (pg_monitor)" test "$(as_triad dc1 synapse \
+    "SELECT count(*) FROM pg_stat_replication WHERE sent_lsn IS NOT NULL AND sync_state = 'quorum'")" = 2
+triad_funcs() {
+    local db
+    for db in postgres synapse mas; do
+        as_triad dc1 "$db" "SELECT
+            has_function_privilege('pg_promote(boolean,integer)', 'EXECUTE')
+            AND has_function_privilege('pg_reload_conf()', 'EXECUTE')
+            AND has_function_privilege('pg_ls_dir(text,boolean,boolean)', 'EXECUTE')
+            AND has_function_privilege('pg_stat_file(text,boolean)', 'EXECUTE')
+            AND has_function_privilege('pg_read_binary_file(text)', 'EXECUTE')
+            AND has_function_privilege('pg_read_binary_file(text,bigint,bigint,boolean)', 'EXECUTE')
+            AND pg_has_role('pg_signal_backend', 'MEMBER')" | grep -qx t || return 1
+    done
+}
+check "triad: may promote, reload, signal, and run pg_rewind's functions (postgres, synapse, mas)" triad_funcs
+check "triad: CHECKPOINT works (pg_checkpoint)" as_triad dc1 postgres "CHECKPOINT"
+check "triad: owns schema triad in synapse and mas" test "$(as_triad dc1 synapse \
+    "SELECT nspowner::regrole FROM pg_namespace WHERE nspname = 'triad'")$(as_triad dc1 mas \
+    "SELECT nspowner::regrole FROM pg_namespace WHERE nspname = 'triad'")" = triadtriad
+check "triad: is not a superuser and cannot write Synapse's table" test "$(as_triad dc1 synapse \
+    "SELECT rolsuper::text || has_table_privilege('public.writes', 'INSERT')::text FROM pg_roles WHERE rolname = current_user")" = falsefalse
+check "triad: the read-only fence (ALTER SYSTEM + reload)" as_triad dc1 postgres \
+    "ALTER SYSTEM SET default_transaction_read_only = on" "SELECT pg_reload_conf()"
+sleep 0.5
+out=$(write_at dc1 999991)
+echo "$out" >>"$LOG"
+check "... makes DC1's Synapse refuse writes (503 read_only)" jq -e '.reason == "read_only"' <<<"$out"
+check "triad: lifting the fence" as_triad dc1 postgres \
+    "ALTER SYSTEM RESET default_transaction_read_only" "SELECT pg_reload_conf()"
+sleep 0.5
+out=$(write_at dc1 999992)
+echo "$out" >>"$LOG"
+check "... and writes are acknowledged again" jq -e '.id == 999992 and .site == "dc1"' <<<"$out"
+refute "triad: ALTER SYSTEM on another parameter is refused" as_triad dc1 postgres \
+    "ALTER SYSTEM SET work_mem = '8MB'"
 
 # --- Kubernetes stand-in ----------------------------------------------------------------------------
 out=$(nsx curl -s -m 3 --cacert "$S/ca.pem" https://127.0.2.30:6443/apis/apps/v1/namespaces/ess/deployments)
@@ -343,6 +396,9 @@ check "BMC: ForceOff -> 204" test "$code" = 204
 pm_dead() { ! kill -0 "$pm" 2>/dev/null || grep -q '^State:.Z' "/proc/$pm/status"; }
 check "BMC: ForceOff killed DC1's postmaster" wait_for 3 pm_dead
 refute "BMC: ... and DC1's PostgreSQL does not answer" nsx "$PGBIN/pg_isready" -h 127.0.1.5 -t 1
+out=$(write_at dc1 999993)
+echo "$out" >>"$LOG"
+check "... and DC1's Synapse refuses writes (503 unavailable)" jq -e '.reason == "unavailable"' <<<"$out"
 check "BMC: PowerState is Off" power_is dc1 Off
 code=$(bmc dc1 POST /redfish/v1/Systems/1/Actions/ComputerSystem.Reset -o /dev/null -w '%{http_code}' \
     -H 'Content-Type: application/json' -d '{"ResetType":"On"}')
@@ -467,6 +523,7 @@ check "healed: DC2 streams again" wait_for 20 streaming dc2
 pm=$(head -n 1 "$LAB_DIR/dc1/pgdata/postmaster.pid")
 check "kill dc1" "$LAB" kill dc1
 dc1_procs() {
+    # shellcheck disable=SC2046 # /proc paths have no spaces
     grep -lzxF "LAB_SITE=dc1" $(grep -lzxF "LAB_INSTANCE=$LAB_DIR" /proc/[0-9]*/environ 2>/dev/null) \
         /dev/null 2>/dev/null
 }
@@ -500,6 +557,25 @@ else
     check "three daemons run" bash -c "for s in dc1 dc2 dc3; do kill -0 \$(cat $LAB_DIR/\$s/triad.pid) || exit 1; done"
     check "daemons stop all" "$LAB" daemons stop all
 fi
+
+# --- the audit sees a real split brain ----------------------------------------------------------------
+# Last, because it leaves two primaries: DC1 isolated, DC2 promoted, and a
+# row that only DC2 has.
+check "split brain: isolate dc1" "$LAB" isolate dc1
+check "split brain: promote DC2" runuser -u postgres -- "$PGBIN/pg_ctl" -D "$LAB_DIR/dc2/pgdata" -w promote
+dc2_primary() { [ "$(psql_site dc2 'SELECT pg_is_in_recovery()')" = f ]; }
+check "split brain: DC2 is a primary" wait_for 10 dc2_primary
+check "split brain: a row written on DC2 only" runuser -u postgres -- "$PGBIN/psql" -h "$LAB_DIR/dc2/pgsock" \
+    -d synapse -XAtq -c "SET synchronous_commit = local" \
+    -c "INSERT INTO writes (id, site, timeline) VALUES (777777, 'dc2', 2)"
+out=$("$LAB" writer check 2>&1)
+rc=$?
+echo "$out" >>"$LOG"
+check "split brain: writer check exits 1" test $rc = 1
+check "split brain: it names both primaries and picks the one DNS points at" \
+    grep -q "^primary: dc1 (several primaries: dc1, dc2)" <<<"$out"
+check "split brain: the row only DC2 has counts as a split-brain write" \
+    grep -q "rows on a non-primary missing from the primary: 1)" <<<"$out"
 
 # --- down ------------------------------------------------------------------------------------------------
 t=$SECONDS

@@ -639,14 +639,18 @@ daemon_running() { [ -n "$(pidfile_pid "$LAB_DIR/$1/triad.pid")" ]; }
 daemons_start() { # SITE...
     local s n out pid rc=0 notyet=0
     [ -x "$TRIAD" ] || { say "no triad binary at $TRIAD (run make)"; return 3; }
+    # An AddressSanitizer build (make asan copies one to ./triad) insists on
+    # its runtime coming first in LD_PRELOAD, before the bind shim.
+    local asan
+    asan=$(ldd "$TRIAD" 2>/dev/null | awk '/libasan/ {print $3; exit}')
     for s in "$@"; do
         daemon_running "$s" && continue
         n=$(num "$s")
         : >>"$LAB_DIR/$s/triad.log"
         local before
         before=$(wc -c <"$LAB_DIR/$s/triad.log")
-        out=$(kspawn "$LAB_DIR/$s/triad.log" 1 "$s" "127.0.$n.1" -- "$TRIAD" daemon \
-            -c "$LAB_DIR/$s/triad.yaml")
+        out=$(kspawn "$LAB_DIR/$s/triad.log" 1 "$s" "127.0.$n.1" -- env ${asan:+LD_PRELOAD="$asan $LAB_DIR/bindshim.so"} \
+            "$TRIAD" daemon -c "$LAB_DIR/$s/triad.yaml")
         local st=$?
         pid=${out%% *}
         if [[ $out == *running ]]; then

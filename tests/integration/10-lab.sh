@@ -322,6 +322,15 @@ sleep 0.5
 out=$(write_at dc1 999992)
 echo "$out" >>"$LOG"
 check "... and writes are acknowledged again" jq -e '.id == 999992 and .site == "dc1"' <<<"$out"
+rewrite_conninfo() { # as triad on a replica: write back its own primary_conninfo and slot
+    nsx env PGPASSWORD="$(cat "$S/pg-triad.pass")" "$PGBIN/psql" -h 127.0.3.5 -U triad -d postgres \
+        -XAtq -v ON_ERROR_STOP=1 <<'EOF'
+SELECT format('ALTER SYSTEM SET primary_conninfo = %L', current_setting('primary_conninfo'))
+UNION ALL SELECT format('ALTER SYSTEM SET primary_slot_name = %L', current_setting('primary_slot_name'))
+\gexec
+EOF
+}
+check "triad: ALTER SYSTEM on primary_conninfo and primary_slot_name (on DC3)" rewrite_conninfo
 refute "triad: ALTER SYSTEM on another parameter is refused" as_triad dc1 postgres \
     "ALTER SYSTEM SET work_mem = '8MB'"
 
@@ -491,6 +500,10 @@ check "isolated: DC3's walreceiver stops streaming" wait_for 20 not_streaming dc
 no_senders() { [ "$(senders)" = 0 ]; }
 check "isolated: DC1's pg_stat_replication is empty" wait_for 20 no_senders
 diag "replication cut seen after $((SECONDS - t)) s"
+out=$(write_at dc1 999994)
+echo "$out" >>"$LOG"
+check "isolated: a write on DC1 is not acknowledged without a synchronous standby" \
+    jq -e '.reason == "sync_rep_cancelled"' <<<"$out"
 check "status lists the 6 isolation rules" jqs '[.partitions[] | select(test("isolate dc1"))] | length == 6'
 check "heal" "$LAB" heal
 check "healed: dc2 reaches DC1 again" reach 127.0.2.1 http://127.0.1.20:8008/_standin/status
@@ -520,6 +533,8 @@ check "heal after the partition" "$LAB" heal
 check "healed: DC2 streams again" wait_for 20 streaming dc2
 
 # --- kill / revive ---------------------------------------------------------------------------------------
+k8s dc1 PATCH /apis/apps/v1/namespaces/ess/deployments/ess-haproxy \
+    -H 'Content-Type: application/merge-patch+json' -d '{"metadata":{"annotations":{"lab/kept":"yes"}}}' >>"$LOG"
 pm=$(head -n 1 "$LAB_DIR/dc1/pgdata/postmaster.pid")
 check "kill dc1" "$LAB" kill dc1
 dc1_procs() {
@@ -545,6 +560,10 @@ check "revived: DC1 comes back as a primary (as on disk)" test "$(psql_site dc1 
 check "revived: curl through DC1's ingress returns OK" wait_for 10 bash -c "test \"\$(ip netns exec $LAB_NETNS curl -s -m 3 \
     --cacert '$S/ca.pem' --resolve matrix.lab.test:443:127.0.1.10 https://matrix.lab.test/health)\" = OK"
 check "revived: both replicas stream again" wait_for 20 two_senders
+kept() {
+    k8s dc1 GET /apis/apps/v1/namespaces/ess/deployments/ess-haproxy | jq -e '.metadata.annotations["lab/kept"] == "yes"'
+}
+check "revived: DC1's Kubernetes stand-in kept its state" kept
 
 # --- daemons ---------------------------------------------------------------------------------------------
 out=$("$LAB" daemons start all 2>&1)

@@ -1,11 +1,13 @@
 #!/usr/bin/python3
 """lab_keeper.py: the parent (and reaper) of every long-running lab process.
 
-Why: on this machine PID 1 does not reap orphans. A daemon started by
-lab.sh outlives lab.sh, is re-parented to PID 1 and, once killed, stays a
-zombie for ever. A zombie postmaster is worse than clutter: its PID still
-answers kill(pid, 0), so PostgreSQL refuses to start again after a
-simulated power cut ("lock file postmaster.pid already exists").
+Why: on this machine PID 1 (a VM agent, not an init) reaps orphans only
+now and then: a daemon started by lab.sh outlives lab.sh, is re-parented to
+PID 1 and, once killed, stays a zombie for 1.5-2 s (measured). A zombie
+postmaster is worse than clutter: its PID still answers kill(pid, 0), so
+PostgreSQL refuses to start again right after a simulated power cut ("lock
+file postmaster.pid already exists"), and `kill` followed at once by
+`revive` would fail depending on timing.
 
 So `lab.sh up` starts one keeper inside the lab's network namespace. It
 marks itself a child subreaper (prctl PR_SET_CHILD_SUBREAPER), starts the

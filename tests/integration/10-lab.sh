@@ -113,7 +113,11 @@ no_leftovers() {
     return 1
 }
 
-cleanup() { "$LAB" down >>"$LOG" 2>&1; }
+PLAIN_DIR=/tmp/triad-lab-it-plain
+cleanup() {
+    "$LAB" down >>"$LOG" 2>&1
+    LAB_DIR=$PLAIN_DIR LAB_NETNS=triad-lab-it-plain "$LAB" down >>"$LOG" 2>&1
+}
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
@@ -604,6 +608,32 @@ check "nothing left: no process, namespace, nft table, mount or directory" no_le
 out=$("$LAB" down 2>&1)
 rc=$?
 check "down when nothing is up is fine" bash -c "test $rc = 0 && grep -q 'nothing to take down' <<<'$out'"
+
+# --- the fallback without a network namespace ---------------------------------------------------------
+lab_ports_free() { # nothing on the host uses the lab's addresses
+    ! ss -Hlntu | awk '{print $5}' | grep -qE '^127\.0\.[1-9]\.[0-9]+:'
+}
+if lab_ports_free; then
+    export LAB_DIR=$PLAIN_DIR LAB_NETNS=triad-lab-it-plain
+    out=$(LAB_NO_NETNS=1 "$LAB" up 2>&1)
+    rc=$?
+    echo "$out" >>"$LOG"
+    check "plain loopback (LAB_NO_NETNS=1): up succeeds" test $rc = 0
+    check "plain loopback: it says loudly that partitions are disabled" grep -q "NO NETWORK NAMESPACE" <<<"$out"
+    check "plain loopback: status shows plain mode and replication" jqs \
+        '.mode == "plain" and .partitions == null and ([.sites.dc1.postgres.replication[] | select(.state == "streaming")] | length == 2)'
+    check "plain loopback: no namespace was made" bash -c "! ip netns list | grep -qw triad-lab-it-plain"
+    refute "plain loopback: isolate refuses" "$LAB" isolate dc1
+    check "plain loopback: kill dc2 kills its PostgreSQL" bash -c "'$LAB' kill dc2 && ! kill -0 \$(head -n 1 $LAB_DIR/dc2/pgdata/postmaster.pid) 2>/dev/null"
+    check "plain loopback: revive dc2" "$LAB" revive dc2
+    check "plain loopback: down" "$LAB" down
+    check "plain loopback: nothing left" no_leftovers
+    check "plain loopback: the host's lo lost the lab addresses again" bash -c \
+        "! ip -4 addr show dev lo | grep -qE 'inet 127\.0\.[1-9]\.[0-9]+/32'"
+    export LAB_DIR=/tmp/triad-lab-it LAB_NETNS=triad-lab-it
+else
+    diag "lab addresses in use on the host: plain-loopback fallback not tested"
+fi
 
 diag "10-lab took $((SECONDS - T0)) s"
 echo "1..$n"

@@ -226,7 +226,7 @@ net_setup() {
     if [ "$m" = none ]; then
         if [ "${LAB_NO_NETNS:-0}" = 1 ]; then
             m=plain
-        elif ip netns list 2>/dev/null | grep -qw "^$LAB_NETNS" || ip netns add "$LAB_NETNS" 2>/dev/null; then
+        elif netns_exists || ip netns add "$LAB_NETNS" 2>/dev/null; then
             m=netns
         else
             m=plain
@@ -234,7 +234,7 @@ net_setup() {
         echo "$m" >"$LAB_DIR/mode"
     fi
     if [ "$m" = netns ]; then
-        ip netns list | grep -qw "^$LAB_NETNS" || ip netns add "$LAB_NETNS" ||
+        netns_exists || ip netns add "$LAB_NETNS" ||
             die "cannot create network namespace $LAB_NETNS"
         { echo "link set lo up"; printf 'addr replace %s/32 dev lo\n' "${ADDRS[@]}"; } |
             ip netns exec "$LAB_NETNS" ip -batch - || die "cannot configure the namespace's loopback"
@@ -252,7 +252,7 @@ EOF
         warn "**************************************************************************"
         local a
         for a in "${ADDRS[@]}"; do
-            if ! ip -4 addr show dev lo | grep -qw "$a/32"; then
+            if ! ip -4 addr show dev lo | awk '$1 == "inet" {print $2}' | grep -qxF "$a/32"; then
                 if ip addr add "$a/32" dev lo 2>/dev/null; then
                     echo "$a" >>"$LAB_DIR/host-addrs"
                 else
@@ -262,6 +262,8 @@ EOF
         done
     fi
 }
+
+netns_exists() { ip netns list 2>/dev/null | awk '{print $1}' | grep -qxF "$LAB_NETNS"; }
 
 need_partitions() {
     [ "$(mode)" = netns ] && return 0
@@ -752,14 +754,14 @@ cmd_up() {
 cmd_down() {
     local m pids k
     m=$(mode)
-    if [ ! -e "$LAB_DIR" ] && ! ip netns list 2>/dev/null | grep -qw "^$LAB_NETNS"; then
+    if [ ! -e "$LAB_DIR" ] && ! netns_exists; then
         say "nothing to take down"
         return 0
     fi
     if [ -e "$LAB_DIR" ] && [ ! -e "$LAB_DIR/.triad-lab" ] && [ -n "$(ls -A "$LAB_DIR")" ]; then
         die "$LAB_DIR is not a lab directory (no .triad-lab marker); not touching it"
     fi
-    [ "$m" = none ] && ip netns list 2>/dev/null | grep -qw "^$LAB_NETNS" && m=netns
+    [ "$m" = none ] && netns_exists && m=netns
     k=$(pidfile_pid "$LAB_DIR/keeper.pid")
     # Everything but the keeper, which reaps them.
     pids=$(MODE_OVERRIDE=$m lab_pids | grep -vx "${k:-none}")
@@ -773,7 +775,7 @@ cmd_down() {
         kill -TERM "$k" 2>/dev/null
         wait_gone 5 "$k" || kill -KILL "$k" 2>/dev/null
     fi
-    if ip netns list 2>/dev/null | grep -qw "^$LAB_NETNS"; then
+    if netns_exists; then
         # Late stragglers (a process started while we were killing).
         pids=$(ip netns pids "$LAB_NETNS" 2>/dev/null)
         # shellcheck disable=SC2086
@@ -898,6 +900,11 @@ main() {
     local cmd=${1:-}
     shift || true
     case $cmd in
+    kill | revive | isolate | partition | heal | daemons | writer | pg)
+        [ -e "$LAB_DIR/.triad-lab" ] || die "no lab at $LAB_DIR (run lab.sh up)"
+        ;;
+    esac
+    case $cmd in
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status "$@" ;;
@@ -933,7 +940,7 @@ main() {
         *) die "usage: lab.sh pg start|stop SITE" ;;
         esac
         ;;
-    -h | --help | help | "") sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h | --help | help | "") awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" ;;
     *) die "unknown command '$cmd' (lab.sh --help)" ;;
     esac
 }

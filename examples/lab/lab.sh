@@ -718,7 +718,14 @@ cmd_up() {
     dns_start
     webhook_start
     for s in "${SITES[@]}"; do
-        [ -f "$LAB_DIR/$s/bmc-power" ] || echo On >"$LAB_DIR/$s/bmc-power"
+        # `up` means everything up: a killed site is revived, a powered-off
+        # database host powered on.
+        if [ -f "$LAB_DIR/$s/killed" ]; then
+            say "$s was killed: reviving it"
+            [ "$(mode)" = netns ] && drop_rules "isolate $s"
+            rm -f "$LAB_DIR/$s/killed"
+        fi
+        echo On >"$LAB_DIR/$s/bmc-power"
         bmc_start "$s"
         k8s_start "$s"
     done

@@ -11,6 +11,7 @@ pg_stat_wal_receiver in full).
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -214,6 +215,7 @@ def show(st):
 
 
 def main():
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `lab.sh status | head` is fine
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", default="netns")
     ap.add_argument("--netns", default="triad-lab")

@@ -15,7 +15,7 @@ DEB_PKGS := gcc make pkg-config libuv1-dev libpq-dev libcurl4-openssl-dev \
 	libc-ares-dev libyaml-dev libssl-dev libjansson-dev libldns-dev \
 	libmicrohttpd-dev libcmocka-dev postgresql-15 postgresql-client-15 \
 	bind9 bind9-dnsutils nginx openssl curl jq nftables iproute2 procps \
-	psmisc python3 python3-psycopg2 clang clang-format cppcheck valgrind \
+	psmisc python3 python3-psycopg2 python3-yaml clang clang-format cppcheck valgrind \
 	libclang-rt-14-dev spin tmux
 
 PKGS := libuv libpq libcurl libcares yaml-0.1 openssl jansson ldns libmicrohttpd

@@ -112,7 +112,7 @@ lab-down:
 # AddressSanitizer + UndefinedBehaviorSanitizer build and the unit suites.
 asan:
 	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
-		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" all unit-bins
+		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" build-asan/triad unit-bins
 	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		tests/run.sh unit
 

@@ -43,7 +43,7 @@ check "unknown site reported as FILE:LINE:COLUMN" \
 TRIAD_CONFIG=tests/fixtures/config/bad-key-and-site.yaml $T check-config --no-file-checks >/dev/null 2>&1
 check "TRIAD_CONFIG names the configuration" test $? -eq 1
 
-$T status -c examples/triad.yaml >"$tmp/out" 2>&1
+$T plan -c examples/triad.yaml >"$tmp/out" 2>&1
 rc=$?
 check "a command not built yet exits 2 and says so" \
     bash -c "[ $rc -eq 2 ] && grep -q 'not implemented yet' '$tmp/out'"

@@ -603,10 +603,15 @@ static void test_body_cap(void **state)
                            NULL };
     curl_start(&t.cr[0], &t, post);
 
-    /* A declared length over the cap is refused before any body is sent:
-     * the answer comes although the client sends none. */
-    client_unix(&t.cl[0], &t, "POST /v1/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n");
-    /* Chunked, no length: refused when the cap is crossed. */
+    /* A client that waits for "100 Continue" is refused before it sends
+     * any of the body: the answer comes although it sends none. */
+    client_unix(&t.cl[0], &t,
+                "POST /v1/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n"
+                "Expect: 100-continue\r\n\r\n");
+    /* So is one declaring far more than we would read to drop it. */
+    client_unix(&t.cl[4], &t,
+                "POST /v1/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n");
+    /* Chunked, no length: the body is read and dropped, then refused. */
     static char chunked[80 * 1024];
     size_t off = (size_t)snprintf(chunked, sizeof chunked,
                                   "POST /v1/echo HTTP/1.1\r\nHost: x\r\n"
@@ -632,7 +637,7 @@ static void test_body_cap(void **state)
         eoff += (size_t)snprintf(endless + eoff, sizeof endless - eoff, "\r\n");
     }
     client_unix_n(&t.cl[3], &t, endless, eoff);
-    t.expected = 5;
+    t.expected = 6;
     /* Exactly at the cap is fine. */
     static char exact[66 * 1024];
     int hl = snprintf(exact, sizeof exact,
@@ -650,6 +655,8 @@ static void test_body_cap(void **state)
     assert_int_equal(json_integer_value(json_object_get(j, "max_bytes")), HTTPD_DEFAULT_MAX_BODY);
     json_decref(j);
     assert_int_equal(t.cl[0].status, 413);
+    assert_null(strstr(t.cl[0].resp.data, " 100 "));
+    assert_int_equal(t.cl[4].status, 413);
     assert_int_equal(t.cl[1].status, 413);
     assert_int_equal(t.cl[3].status, 0);
     assert_true(t.cl[3].off < eoff); /* it could not send it all */
@@ -659,7 +666,7 @@ static void test_body_cap(void **state)
     json_decref(j);
     /* Only the request within the cap reached the handler. */
     assert_int_equal(t.handled, 1);
-    assert_int_equal(t.stats_at_close.too_large_total, 3);
+    assert_int_equal(t.stats_at_close.too_large_total, 4);
     teardown_t(&t);
 }
 
@@ -866,13 +873,20 @@ static void test_external_socketpair(void **state)
     int fds = count_fds();
     struct t t;
     setup_t(&t, 10000);
-    struct httpd_config cfg = { .external = 1, .handler = handler, .data = &t };
+    struct httpd_config cfg = {
+        .external = 1, .max_connections = 2, .handler = handler, .data = &t
+    };
     assert_int_equal(httpd_open(&t.loop, &cfg, &t.s), 0);
-    int a[2], b[2];
+    int a[2], b[2], c[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a), 0);
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, c), 0);
     assert_int_equal(httpd_add_connection(t.s, a[0], "cn=alice"), 0);
     assert_int_equal(httpd_add_connection(t.s, b[0], "cn=bob"), 0);
+    /* Over the connection limit: refused, and the fd is closed. */
+    assert_int_equal(httpd_add_connection(t.s, c[0], "cn=carol"), -EMFILE);
+    assert_int_equal(fcntl(c[0], F_GETFD), -1);
+    close(c[1]);
     fcntl(a[1], F_SETFL, O_NONBLOCK);
     fcntl(b[1], F_SETFL, O_NONBLOCK);
     t.expected = 2;

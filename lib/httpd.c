@@ -9,7 +9,8 @@
  * MHD_get_daemon_info(MHD_DAEMON_INFO_EPOLL_FD) returns. An epoll fd is
  * itself pollable: it is readable while its set has ready events, so one
  * uv_poll on it tells us when MHD_run() has work. MHD_run() never blocks
- * here: in this mode it calls epoll_wait() with a zero timeout. MHD
+ * here: in this mode it calls epoll_wait() with a zero timeout (seen with
+ * strace, as are the EPOLLET registrations below). MHD
  * registers connections edge-triggered and remembers sockets it has not
  * drained; MHD_get_timeout() then says 0 ("run again now"), and for idle
  * connections it returns the time to the next idle timeout. So after every
@@ -1057,8 +1058,8 @@ int httpd_add_connection(struct httpd *s, int fd, const char *identity)
     p->pending_fd = -1;
     p->pending_identity = NULL;
     if (ok != MHD_YES) {
-        log_ev(LOG_WARN, "httpd-external", "connection refused", { "identity", identity },
-               { "error", strerror(err ? err : ENOMEM) });
+        log_ev(LOG_WARN, "httpd-external", "connection refused",
+               { "identity", identity ? identity : "" }, { "error", strerror(err ? err : ENOMEM) });
         return err == ENFILE || err == EMFILE || err == EAGAIN ? -EMFILE : -(err ? err : ENOMEM);
     }
     ep_kick(e);

@@ -178,8 +178,10 @@ int httpd_respond(struct httpd_request *req, unsigned status, const char *conten
                   const char *body, size_t len);
 
 /* From the handler only: the answer comes later, from the loop, through
- * httpd_respond(). The connection is suspended meanwhile (no idle timeout
- * applies). on_abort (may be NULL) runs if the server closes first. */
+ * httpd_respond(). The connection is suspended meanwhile: no timeout
+ * applies, and a client that went away is noticed only when the answer is
+ * sent, so the owner should bound the wait itself. on_abort (may be NULL)
+ * runs if the server closes first. */
 void httpd_defer(struct httpd_request *req, httpd_abort_cb on_abort);
 
 /* For fuzzing the request path (a libFuzzer harness calls this).

@@ -667,6 +667,7 @@ static void test_body_cap(void **state)
     /* Only the request within the cap reached the handler. */
     assert_int_equal(t.handled, 1);
     assert_int_equal(t.stats_at_close.too_large_total, 4);
+    unlink(file);
     teardown_t(&t);
 }
 

@@ -86,8 +86,7 @@ static void on_verify(pg_async_t *pg, struct pg_async_result *r, void *arg)
     }
     if (r->status == -EREMOTEIO && strcmp(r->sqlstate, "25006") == 0) {
         struct pg_fence *f = op->drv;
-        fence_op_finish(op, 0,
-                        "read-only, %d client session(s) ended; a write was refused (25006)",
+        fence_op_finish(op, 0, "read-only, %d client session(s) ended; a write was refused (25006)",
                         f->terminated);
     } else if (r->status == 0) {
         fence_op_finish(op, -EPROTO, "a write was still accepted after the fence");

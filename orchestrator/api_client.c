@@ -30,8 +30,8 @@ static void on_done(struct http_request *req, const struct http_response *res, v
     http_client_close(c->client, NULL, NULL);
 }
 
-int api_call(const char *socket, const char *method, const char *path, json_t *body,
-             json_t **out, char *err, size_t errlen)
+int api_call(const char *socket, const char *method, const char *path, json_t *body, json_t **out,
+             char *err, size_t errlen)
 {
     *out = NULL;
     uv_loop_t loop;

@@ -9,7 +9,7 @@
  * Returns the HTTP status (>0) with *out set to the parsed answer (or
  * NULL), or a negative errno when the daemon cannot be reached, with a
  * reason in err. */
-int api_call(const char *socket, const char *method, const char *path, json_t *body,
-             json_t **out, char *err, size_t errlen);
+int api_call(const char *socket, const char *method, const char *path, json_t *body, json_t **out,
+             char *err, size_t errlen);
 
 #endif

@@ -68,7 +68,7 @@ static const struct cli_cmd commands[] = {
       "log settings. Logs go to standard error, one event per line (logfmt or\n"
       "JSON). The runbook engine is not built yet: a failover decision is\n"
       "recorded on a majority, but no step runs.",
-      no_opts, 0, 0, cmd_not_implemented },
+      no_opts, 0, 0, cmd_daemon },
     { "check-config", "", "validate the configuration and its runbooks",
       "Reads the configuration and every runbook it names, checks every value,\n"
       "cross-reference and referenced file, and prints every error as\n"

@@ -17,9 +17,9 @@ static void print_human(json_t *st)
 {
     json_t *q = json_object_get(st, "quorum");
     printf("cluster %s  site %s  epoch %lld  leader %s  primary %s  quorum %lld/%lld (have/need)\n",
-           str(st, "cluster"), str(st, "site"), (long long)json_integer_value(json_object_get(st, "epoch")),
-           str(st, "leader"), str(st, "primary_site"),
-           (long long)json_integer_value(json_object_get(q, "have")),
+           str(st, "cluster"), str(st, "site"),
+           (long long)json_integer_value(json_object_get(st, "epoch")), str(st, "leader"),
+           str(st, "primary_site"), (long long)json_integer_value(json_object_get(q, "have")),
            (long long)json_integer_value(json_object_get(q, "need")));
     json_t *lease = json_object_get(st, "lease");
     if (json_is_true(json_object_get(lease, "primary")))

@@ -125,9 +125,8 @@ static json_t *fencing_json(const struct config *cfg)
                             json_pack("{s:s,s:o,s:I,s:o,s:s,s:o,s:o,s:o,s:o,s:o}", "method",
                                       config_fence_method_name(f->method), "site",
                                       str_or_null(f->site), "timeout_ms", (json_int_t)f->timeout_ms,
-                                      "cluster", str_or_null(f->cluster), "mode",
-                                      "read-only", "url",
-                                      str_or_null(f->url), "system", str_or_null(f->system),
+                                      "cluster", str_or_null(f->cluster), "mode", "read-only",
+                                      "url", str_or_null(f->url), "system", str_or_null(f->system),
                                       "credentials_file", str_or_null(f->credentials_file),
                                       "command", str_list(f->command, f->n_command), "verify",
                                       str_list(f->verify, f->n_verify)));

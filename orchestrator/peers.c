@@ -278,8 +278,8 @@ int peers_start(struct peers **out, uv_loop_t *loop, const struct config *cfg, p
     ps->n = (int)cfg->n_sites;
     ps->self = -1;
     ps->rng = (uint64_t)uv_hrtime() | 1;
-    int result = tls_ctx_new(&ps->ctx, cfg->tls.ca_file, cfg->tls.cert_file, cfg->tls.key_file,
-                             err, errlen);
+    int result =
+        tls_ctx_new(&ps->ctx, cfg->tls.ca_file, cfg->tls.cert_file, cfg->tls.key_file, err, errlen);
     if (result < 0) {
         free(ps);
         return result;

@@ -160,6 +160,9 @@ void quorum_set_view(struct quorum *q, int site, enum health_state s, int64_t no
     enum health_state old = q->own_view[site];
     q->own_view[site] = s;
     q->own_view_ms[site] = now_ms;
+    /* Tell the peers now rather than at the next heartbeat: ODOWN needs
+     * their views, and half a heartbeat is a quarter of detection time. */
+    q->next_heartbeat_ms = now_ms;
     if (s == HEALTH_DOWN)
         event(q, "+sdown", "site=%s", quorum_site_name(q, site));
     else if (old == HEALTH_DOWN)

@@ -199,6 +199,9 @@ static void on_due(uv_timer_t *t)
     p->driver->run(p);
 }
 
+/* The next run is due one interval (with jitter) after the previous one
+ * STARTED: a target that makes every check time out is still checked at the
+ * configured rate, so failures accumulate as fast as successes would. */
 static void schedule(struct probe *p, bool first)
 {
     int64_t base = p->cfg->interval_ms;
@@ -208,6 +211,8 @@ static void schedule(struct probe *p, bool first)
         delay += (int64_t)(rnd(p->sched) % (uint64_t)(2 * spread + 1)) - spread;
     if (first) /* spread the first runs over one interval */
         delay = (int64_t)(rnd(p->sched) % (uint64_t)(base + 1));
+    else if (p->started_ms)
+        delay -= loop_now_ms() - p->started_ms;
     uv_timer_start(&p->timer, on_due, (uint64_t)(delay > 0 ? delay : 0), 0);
 }
 

@@ -7,6 +7,7 @@
 #   lab.sh daemons start|stop|restart SITE|all
 #   lab.sh writer start [writer.py run options] | stop | check | stats
 #   lab.sh pg start|stop SITE               (used by the BMC stand-in's power actions)
+#   lab.sh sql SITE DB SQL                  run SQL as the superuser on a site's socket
 #
 # SITE is dc1, dc2 or dc3; partition also takes `shared` (127.0.9.0/24).
 # Environment: LAB_DIR (default /tmp/triad-lab), LAB_NETNS (default
@@ -835,7 +836,9 @@ cmd_revive() { # SITE
 
 cmd_daemons() { # start|stop|restart SITE|all
     local what=${1:-} which=${2:-} list=()
-    if [ "$which" = all ]; then list=("${SITES[@]}"); else need_site "$which" && list=("$which"); fi
+    # All: the primary last, so its peers answer while it confirms its lease
+    # (a primary that hears no majority within lease_margin/2 fences itself).
+    if [ "$which" = all ]; then list=(dc3 dc2 dc1); else need_site "$which" && list=("$which"); fi
     case $what in
     start)
         rm -f "$LAB_DIR/daemons.off"
@@ -938,6 +941,11 @@ main() {
         fi
         ;;
     daemons) cmd_daemons "$@" ;;
+    sql)
+        need_site "${1:-}"
+        [ $# -ge 3 ] || die "usage: lab.sh sql SITE DB SQL"
+        psql_local "$1" "$2" "$3"
+        ;;
     writer) cmd_writer "$@" ;;
     pg)
         need_site "${2:-}"

@@ -1,0 +1,436 @@
+/* The daemon: start-up, the wiring between probes, peers and the quorum,
+ * durable quorum state, self-fencing, graceful stop. */
+#include "orchestrator/daemon.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fencing/fence.h"
+#include "lib/buf.h"
+#include "lib/dns_client.h"
+#include "lib/fsutil.h"
+#include "lib/http_client.h"
+#include "lib/log.h"
+#include "orchestrator/cli.h"
+#include "orchestrator/control.h"
+#include "orchestrator/peers.h"
+
+#define TICK_MS         100
+#define STOP_TIMEOUT_MS 10000
+#define STATE_FILE_MAX  (64 * 1024)
+
+/* ---- durable quorum state ---- */
+
+static int load_state(struct daemon *d, struct quorum_durable *out, bool *found)
+{
+    struct buf b;
+    buf_init(&b, STATE_FILE_MAX);
+    *found = false;
+    int r = fsutil_read(d->state_path, &b);
+    if (r == -ENOENT) {
+        buf_free(&b);
+        return 0;
+    }
+    if (r < 0) {
+        log_ev(LOG_ERROR, "state-unreadable", strerror(-r), { "file", d->state_path });
+        buf_free(&b);
+        return r;
+    }
+    json_error_t jerr;
+    json_t *j = json_loadb(b.data ? b.data : "", b.len, 0, &jerr);
+    buf_free(&b);
+    /* A damaged file is never silently reset: it holds our votes. */
+    if (!j || quorum_durable_from_json(&d->cfg, j, out) < 0) {
+        log_ev(LOG_ERROR, "state-corrupt",
+               "the quorum state file is damaged; refusing to start (it records our votes: "
+               "move it away only if you know no vote of this site matters)",
+               { "file", d->state_path }, { "error", j ? "bad content" : jerr.text });
+        json_decref(j);
+        return -EINVAL;
+    }
+    json_decref(j);
+    *found = true;
+    return 0;
+}
+
+static int io_persist(struct quorum *q, const struct quorum_durable *dur)
+{
+    struct daemon *d = q->io.data;
+    json_t *j = quorum_durable_to_json(q, dur);
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    if (!text)
+        return -ENOMEM;
+    size_t len = strlen(text);
+    int r = fsutil_write_atomic(d->state_path, text, len, 0600);
+    free(text);
+    if (r < 0)
+        log_ev(LOG_ERROR, "state-write-failed", strerror(-r), { "file", d->state_path });
+    return r;
+}
+
+/* ---- quorum callbacks ---- */
+
+static void io_send(struct quorum *q, int site, json_t *msg)
+{
+    struct daemon *d = q->io.data;
+    if (d->peers)
+        peers_send(d->peers, site, msg);
+}
+
+/* Quorum events carry "key=value key=\"quoted value\"" details: logged as
+ * fields of the event line. */
+static void io_event(struct quorum *q, const char *name, const char *detail)
+{
+    (void)q;
+    enum log_level lvl = LOG_INFO;
+    if (!strcmp(name, "+odown") || !strcmp(name, "+lease-lost") || !strcmp(name, "+self-fence") ||
+        !strcmp(name, "+sdown"))
+        lvl = LOG_WARN;
+    char copy[512];
+    snprintf(copy, sizeof copy, "%s", detail);
+    struct log_kv kv[16];
+    size_t n = 0;
+    char *p = copy;
+    while (*p && n < 16) {
+        while (*p == ' ')
+            p++;
+        char *eq = strchr(p, '=');
+        char *sp = strchr(p, ' ');
+        if (!eq || (sp && sp < eq))
+            break; /* not key=value: the rest is a message */
+        *eq = '\0';
+        kv[n].k = p;
+        char *v = eq + 1;
+        if (*v == '"') {
+            v++;
+            char *end = strchr(v, '"');
+            if (end)
+                *end++ = '\0';
+            p = end ? end : v + strlen(v);
+        } else {
+            char *end = strchr(v, ' ');
+            if (end)
+                *end++ = '\0';
+            p = end ? end : v + strlen(v);
+        }
+        kv[n++].v = v;
+    }
+    log_emit(lvl, name, *p ? p : NULL, kv, n);
+}
+
+struct fence_job {
+    struct daemon *d;
+    const char *name;
+};
+
+static void on_self_fence_done(struct fence_op *op, int status, const char *detail, void *arg)
+{
+    (void)op;
+    struct fence_job *job = arg;
+    struct daemon *d = job->d;
+    d->fences_running--;
+    if (status == 0)
+        d->fences_ok++;
+    else
+        d->fences_failed++;
+    log_ev(status == 0 ? LOG_INFO : LOG_ERROR, status == 0 ? "+fence-verified" : "-fence-failed",
+           detail, { "fence", job->name });
+    free(job);
+}
+
+/* Runs (or lifts) every fence this site applies to itself. */
+static void run_self_fences(struct daemon *d, bool unfence, const char *why)
+{
+    const struct cfg_site *self = &d->cfg.sites[d->self];
+    if (!self->n_self_fence) {
+        log_ev(LOG_ERROR, unfence ? "-self-fence" : "+self-fence",
+               "no self_fence configured for this site: nothing stops writes here",
+               { "reason", why });
+        return;
+    }
+    for (size_t i = 0; i < self->n_self_fence; i++) {
+        const struct cfg_fence *f = config_fence(&d->cfg, self->self_fence[i]);
+        struct fence_job *job = calloc(1, sizeof *job);
+        if (!f || !job) {
+            free(job);
+            continue;
+        }
+        job->d = d;
+        job->name = f->name;
+        int r = fence_start(d->uv, &d->cfg, f, unfence, d->http, on_self_fence_done, job, NULL);
+        if (r < 0) {
+            log_ev(LOG_ERROR, "-fence-failed",
+                   r == -ENOTSUP ? "this fencing method is not implemented yet or cannot be "
+                                   "lifted"
+                                 : strerror(-r),
+                   { "fence", f->name }, { "method", config_fence_method_name(f->method) });
+            free(job);
+            continue;
+        }
+        d->fences_running++;
+    }
+}
+
+static void io_self_fence(struct quorum *q, const char *reason)
+{
+    run_self_fences(q->io.data, false, reason);
+}
+
+static void io_unfence(struct quorum *q, const char *reason)
+{
+    run_self_fences(q->io.data, true, reason);
+}
+
+static void io_decided(struct quorum *q, const struct quorum_durable *dur)
+{
+    (void)q;
+    char epoch[24];
+    snprintf(epoch, sizeof epoch, "%lld", (long long)dur->decision_epoch);
+    log_ev(LOG_WARN, "decision-recorded",
+           "failover decision recorded on a majority; the runbook engine is not built yet, so "
+           "no step runs",
+           { "epoch", epoch }, { "run", dur->decision_run });
+}
+
+/* ---- wiring ---- */
+
+static void update_views(struct daemon *d)
+{
+    int64_t now = loop_now_ms();
+    for (int i = 0; i < (int)d->cfg.n_sites; i++)
+        quorum_set_view(&d->q, i, probe_site_health(&d->probes, i), now);
+}
+
+static void on_probe(struct probe_sched *s, struct probe *p, bool changed, void *arg)
+{
+    (void)s;
+    (void)p;
+    struct daemon *d = arg;
+    if (changed && !d->stopping) {
+        update_views(d);
+        quorum_tick(&d->q, loop_now_ms());
+    }
+}
+
+static void on_peer_msg(struct peers *p, int site, json_t *msg, void *arg)
+{
+    (void)p;
+    struct daemon *d = arg;
+    if (!d->stopping)
+        quorum_receive(&d->q, site, msg, loop_now_ms());
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    if (d->stopping)
+        return;
+    probe_sched_tick(&d->probes);
+    update_views(d);
+    quorum_tick(&d->q, loop_now_ms());
+}
+
+/* ---- stop ---- */
+
+static void component_closed(struct daemon *d)
+{
+    if (--d->closing == 0)
+        loop_close(&d->loop);
+}
+
+static void on_probes_closed(struct probe_sched *s, void *arg)
+{
+    (void)s;
+    component_closed(arg);
+}
+
+static void on_peers_closed(struct peers *p, void *arg)
+{
+    (void)p;
+    component_closed(arg);
+}
+
+static void on_api_closed(void *arg)
+{
+    component_closed(arg);
+}
+
+static void on_http_closed(void *arg)
+{
+    component_closed(arg);
+}
+
+static void on_tick_closed(uv_handle_t *h)
+{
+    component_closed(h->data);
+}
+
+static void stop(struct daemon *d)
+{
+    if (d->stopping)
+        return;
+    d->stopping = true;
+    d->closing = 1; /* held until every close has started */
+    if (d->probes_open) {
+        d->closing++;
+        probe_sched_close(&d->probes, on_probes_closed, d);
+    }
+    if (d->peers) {
+        d->closing++;
+        peers_close(d->peers, on_peers_closed, d);
+        d->peers = NULL;
+    }
+    if (d->api) {
+        d->closing++;
+        control_close(d->api, on_api_closed, d);
+        d->api = NULL;
+    }
+    if (d->http) {
+        d->closing++;
+        http_client_close(d->http, on_http_closed, d);
+        d->http = NULL;
+    }
+    d->closing++;
+    uv_close((uv_handle_t *)&d->tick, on_tick_closed);
+    component_closed(d);
+}
+
+static void on_stop_signal(struct loop *l, int signum)
+{
+    (void)signum;
+    stop(l->data);
+}
+
+/* SIGHUP: the new configuration is checked; only the log settings apply
+ * without a restart, so quorum state is never disturbed by a reload. */
+static void on_reload(struct loop *l, int signum)
+{
+    (void)signum;
+    struct daemon *d = l->data;
+    struct config fresh;
+    struct diag dg;
+    diag_init(&dg);
+    if (config_load(&fresh, d->config_path, NULL, &dg) < 0) {
+        struct buf b;
+        buf_init(&b, 4096);
+        for (size_t i = 0; i < dg.n; i++)
+            buf_printf(&b, "%s%s:%d:%d: %s", i ? "; " : "", dg.items[i].file, dg.items[i].line,
+                       dg.items[i].col, dg.items[i].msg);
+        log_ev(LOG_ERROR, "reload-rejected", b.data ? b.data : "invalid configuration",
+               { "file", d->config_path });
+        buf_free(&b);
+    } else {
+        log_set_level((enum log_level)fresh.log.level);
+        log_set_json(fresh.log.json);
+        log_ev(LOG_INFO, "reload",
+               "configuration is valid; log settings applied (other "
+               "changes take effect at the next restart)",
+               { "file", d->config_path });
+    }
+    config_free(&fresh);
+    diag_free(&dg);
+}
+
+/* ---- start ---- */
+
+static int start(struct daemon *d)
+{
+    char err[512];
+    int r = peers_start(&d->peers, d->uv, &d->cfg, on_peer_msg, d, err, sizeof err);
+    if (r < 0) {
+        log_ev(LOG_ERROR, "peers-failed", err);
+        return EXIT_PEER;
+    }
+    r = probe_sched_init(&d->probes, d->uv, &d->cfg, on_probe, d);
+    d->probes_open = true;
+    if (r < 0) {
+        log_ev(LOG_ERROR, "probes-failed", strerror(-r));
+        return EXIT_FATAL;
+    }
+    r = control_start(&d->api, d, err, sizeof err);
+    if (r < 0) {
+        log_ev(LOG_ERROR, "api-failed", err, { "socket", d->cfg.api.socket });
+        return EXIT_FATAL;
+    }
+    probe_sched_start(&d->probes, false);
+    uv_timer_start(&d->tick, on_tick, TICK_MS, TICK_MS);
+    return EXIT_OK;
+}
+
+int daemon_run(const char *config_path)
+{
+    struct daemon *d = calloc(1, sizeof *d);
+    if (!d)
+        return EXIT_FATAL;
+    d->config_path = config_path;
+    struct diag dg;
+    diag_init(&dg);
+    if (config_load(&d->cfg, config_path, NULL, &dg) < 0) {
+        diag_print(&dg, stderr);
+        diag_free(&dg);
+        config_free(&d->cfg);
+        free(d);
+        return EXIT_CONFIG;
+    }
+    diag_free(&dg);
+    log_set_level((enum log_level)d->cfg.log.level);
+    log_set_json(d->cfg.log.json);
+    http_global_init();
+    dns_global_init();
+    int result = EXIT_OK;
+    d->self = -1;
+    for (size_t i = 0; i < d->cfg.n_sites; i++) {
+        if (strcmp(d->cfg.sites[i].name, d->cfg.site) == 0)
+            d->self = (int)i;
+    }
+    int r = fsutil_mkdirs(d->cfg.state_dir, 0700);
+    if (r < 0) {
+        log_ev(LOG_ERROR, "state-dir", strerror(-r), { "dir", d->cfg.state_dir });
+        result = EXIT_CONFIG;
+        goto out_cfg;
+    }
+    snprintf(d->state_path, sizeof d->state_path, "%s/quorum.json", d->cfg.state_dir);
+    struct quorum_durable dur;
+    bool found = false;
+    if (load_state(d, &dur, &found) < 0) {
+        result = EXIT_FATAL;
+        goto out_cfg;
+    }
+    uv_loop_t uv;
+    uv_loop_init(&uv);
+    d->uv = &uv;
+    loop_init(&d->loop, &uv, on_stop_signal, on_reload, STOP_TIMEOUT_MS);
+    d->loop.data = d;
+    uv_timer_init(&uv, &d->tick);
+    d->tick.data = d;
+    d->started_ms = loop_now_ms();
+    http_client_new(&uv, &d->http);
+    struct quorum_io io = {
+        io_send, io_persist, io_event, io_self_fence, io_unfence, io_decided, d
+    };
+    quorum_init(&d->q, &d->cfg, &io, found ? &dur : NULL, loop_now_ms(),
+                (uint64_t)uv_hrtime() ^ (uint64_t)getpid());
+    if (!found)
+        io_persist(&d->q, &d->q.d);
+    char epoch[24];
+    snprintf(epoch, sizeof epoch, "%lld", (long long)d->q.d.epoch);
+    log_ev(LOG_INFO, "start", "triad daemon starting", { "version", TRIAD_VERSION },
+           { "cluster", d->cfg.cluster }, { "site", d->cfg.site }, { "epoch", epoch },
+           { "primary", quorum_site_name(&d->q, d->q.d.primary) });
+    result = start(d);
+    if (result != EXIT_OK)
+        stop(d);
+    uv_run(&uv, UV_RUN_DEFAULT);
+    loop_close_all(&uv);
+    log_ev(LOG_INFO, "stop", "triad daemon stopped", { "site", d->cfg.site });
+out_cfg:
+    config_free(&d->cfg);
+    free(d);
+    http_global_cleanup();
+    dns_global_cleanup();
+    return result;
+}

@@ -138,6 +138,8 @@ struct rb_exec *rb_exec_start(struct rb_env *env, const struct rb_step *step, js
 /* Stops it: the callback runs with -ECANCELED (or -ETIMEDOUT when
  * timed_out). */
 void rb_exec_cancel(struct rb_exec *x, bool timed_out);
+/* Stops it and never calls back (the caller has moved on or is going). */
+void rb_exec_forget(struct rb_exec *x);
 /* One line for a step, from its action's describe (or its summary). */
 void rb_exec_describe(struct rb_env *env, const struct rb_step *step, json_t *params, json_t *ctx,
                       struct buf *out);

@@ -115,6 +115,12 @@ void rb_exec_cancel(struct rb_exec *x, bool timed_out)
     finish(x, timed_out ? -ETIMEDOUT : -ECANCELED, timed_out ? "timed out" : "cancelled");
 }
 
+void rb_exec_forget(struct rb_exec *x)
+{
+    x->cb = NULL;
+    rb_exec_cancel(x, false);
+}
+
 void rb_exec_describe(struct rb_env *env, const struct rb_step *step, json_t *params, json_t *ctx,
                       struct buf *out)
 {

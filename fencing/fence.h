@@ -68,6 +68,8 @@ int fence_start(uv_loop_t *loop, const struct config *cfg, const struct cfg_fenc
                 struct fence_op **out);
 /* Abandons an operation: its callback runs with -ECANCELED. */
 void fence_cancel(struct fence_op *op);
+/* Abandons it and never calls back (the caller is going away). */
+void fence_forget(struct fence_op *op);
 
 /* Driver API. */
 void fence_op_finish(struct fence_op *op, int status, const char *fmt, ...)

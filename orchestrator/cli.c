@@ -89,7 +89,7 @@ static const struct cli_cmd commands[] = {
     { "plan", "[RUNBOOK]", "show what a runbook would do (a dry run)",
       "Resolves every parameter and runs every action's non-destructive checks.\n"
       "With --fsm, prints the step state machine (--json or --dot).",
-      plan_opts, 0, 1, cmd_not_implemented },
+      plan_opts, 0, 1, cmd_plan },
     { "failover", "", "start an unplanned failover (--to SITE)",
       "Starts the failover runbook now, as an operator decision.", to_opts, 0, 0,
       cmd_not_implemented },

@@ -62,6 +62,8 @@ int cmd_check_config(const struct cli_args *a);
 int cmd_probe(const struct cli_args *a);
 int cmd_status(const struct cli_args *a);
 int cmd_daemon(const struct cli_args *a);
+int cmd_plan(const struct cli_args *a);
+int cmd_plan_runbook(const struct cli_args *a);
 int cmd_not_implemented(const struct cli_args *a);
 
 #endif

@@ -124,6 +124,10 @@ struct rb_action_ops {
     void (*ready)(struct rb_exec *x);
     void (*cancel)(struct rb_exec *x);
     void (*release)(struct rb_exec *x);
+    /* Its run only succeeds once the outcome is verified (a fence), or there
+     * is nothing to observe afterwards (wait, notify): the engine does not
+     * check again after it. */
+    bool self_verifying;
 };
 
 enum rb_op { RB_OP_CHECK, RB_OP_RUN, RB_OP_READY };

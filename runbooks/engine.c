@@ -10,8 +10,7 @@
 #include "lib/buf.h"
 #include "lib/log.h"
 
-static const char *const run_state_names[] = { "running", "waiting", "done", "failed",
-                                               "aborted" };
+static const char *const run_state_names[] = { "running", "waiting", "done", "failed", "aborted" };
 
 const char *rb_run_state_name(enum rb_run_state s)
 {
@@ -91,12 +90,12 @@ static void transition(struct rb_run *r, enum rb_event ev, const char *detail)
     if (s->waited_ms && rb_state_final(t->to))
         json_object_set_new(rec, "waited_ms", json_integer(s->waited_ms));
     journal(r, rec);
-    const char *event = t->to == RB_RUNNING          ? "+step-start"
-                        : t->to == RB_DONE           ? "+step-done"
-                        : t->to == RB_SKIPPED        ? "+step-skipped"
-                        : t->to == RB_FAILED         ? "+step-failed"
+    const char *event = t->to == RB_RUNNING             ? "+step-start"
+                        : t->to == RB_DONE              ? "+step-done"
+                        : t->to == RB_SKIPPED           ? "+step-skipped"
+                        : t->to == RB_FAILED            ? "+step-failed"
                         : t->to == RB_AWAITING_APPROVAL ? "+step-gate"
-                                                     : "step";
+                                                        : "step";
     log_ev(t->to == RB_FAILED ? LOG_WARN : LOG_INFO, event, detail, { "run", r->id },
            { "step", st->id }, { "action", st->action_name }, { "from", rb_state_name(from) },
            { "to", rb_state_name(t->to) });
@@ -152,8 +151,8 @@ static void do_check(struct rb_run *r)
         return;
     }
     diag_free(&d);
-    r->exec = rb_exec_start(r->env, st, s->params, r->ctx, r->id, r->epoch, RB_OP_CHECK,
-                            on_check, r);
+    r->exec =
+        rb_exec_start(r->env, st, s->params, r->ctx, r->id, r->epoch, RB_OP_CHECK, on_check, r);
 }
 
 static void on_check(struct rb_exec *x, int status, const char *detail, void *arg)
@@ -211,8 +210,13 @@ static void do_verify(struct rb_run *r)
 {
     struct rb_step_run *s = &r->steps[r->cur];
     const struct rb_step *st = step_of(r, r->cur);
-    r->exec = rb_exec_start(r->env, st, s->params, r->ctx, r->id, r->epoch, RB_OP_CHECK,
-                            on_verify, r);
+    if (st->action->self_verifying) {
+        uv_timer_stop(&r->timer);
+        transition(r, RB_EV_VERIFIED, s->detail);
+        return;
+    }
+    r->exec =
+        rb_exec_start(r->env, st, s->params, r->ctx, r->id, r->epoch, RB_OP_CHECK, on_verify, r);
 }
 
 static void on_verify(struct rb_exec *x, int status, const char *detail, void *arg)
@@ -226,8 +230,8 @@ static void on_verify(struct rb_exec *x, int status, const char *detail, void *a
     struct rb_step_run *s = &r->steps[r->cur];
     char msg[1100];
     if (status == 1) {
-        snprintf(msg, sizeof msg, "%s%s%s", s->detail, *s->detail ? "; verified: " : "verified: ",
-                 detail);
+        snprintf(msg, sizeof msg, "%s%s%s", s->detail,
+                 *s->detail ? "; verified: " : "verified: ", detail);
         transition(r, RB_EV_VERIFIED, msg);
     } else {
         snprintf(msg, sizeof msg, "not verified: %s", detail);
@@ -391,8 +395,8 @@ int rb_run_deny(struct rb_run *r, const char *step, const char *who, const char 
     struct rb_step_run *s = &r->steps[i];
     if ((size_t)i != r->cur || s->state != RB_AWAITING_APPROVAL)
         return -EBUSY;
-    journal(r, json_pack("{s:s,s:s,s:s,s:s,s:s}", "t", "approval", "step", step, "decision",
-                         "deny", "who", who, "reason", reason ? reason : ""));
+    journal(r, json_pack("{s:s,s:s,s:s,s:s,s:s}", "t", "approval", "step", step, "decision", "deny",
+                         "who", who, "reason", reason ? reason : ""));
     log_ev(LOG_WARN, "+denied", reason, { "run", r->id }, { "step", step }, { "who", who });
     if (s->confirm_gate) {
         answer_confirm(r, false, who);
@@ -444,8 +448,9 @@ static void end_run(struct rb_run *r, enum rb_run_state st, const char *why)
     r->state = st;
     r->ended_ms = wall_ms();
     snprintf(r->end_reason, sizeof r->end_reason, "%s", why);
-    json_t *rec = json_pack("{s:s,s:s,s:s,s:I}", "t", "run-end", "state", run_state_names[st],
-                            "reason", why, "duration_ms", (json_int_t)(r->ended_ms - r->started_ms));
+    json_t *rec =
+        json_pack("{s:s,s:s,s:s,s:I}", "t", "run-end", "state", run_state_names[st], "reason", why,
+                  "duration_ms", (json_int_t)(r->ended_ms - r->started_ms));
     journal(r, rec);
     log_ev(st == RB_RUN_DONE ? LOG_INFO : LOG_WARN, "+run-end", why, { "run", r->id },
            { "state", run_state_names[st] });
@@ -647,10 +652,10 @@ json_t *rb_run_to_json(const struct rb_run *r)
     for (size_t i = 0; i < r->rb->n_steps; i++) {
         const struct rb_step_run *s = &r->steps[i];
         const struct rb_step *st = step_of(r, i);
-        json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:i,s:s}", "id", st->id, "action", st->action_name,
-                              "approve", rb_approve_name(st->approve), "state",
-                              rb_state_name(s->state), "attempts", s->attempts, "detail",
-                              s->detail);
+        json_t *o =
+            json_pack("{s:s,s:s,s:s,s:s,s:i,s:s}", "id", st->id, "action", st->action_name,
+                      "approve", rb_approve_name(st->approve), "state", rb_state_name(s->state),
+                      "attempts", s->attempts, "detail", s->detail);
         if (s->started_ms)
             json_object_set_new(o, "started_ms", json_integer(s->started_ms));
         if (s->ended_ms)

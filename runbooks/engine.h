@@ -43,8 +43,8 @@ struct rb_step_run {
     char prompt[600]; /* what an approver is shown */
     struct rb_approval approvals[RB_MAX_APPROVERS];
     int n_approvals;
-    bool asking_retry;   /* the gate is "retry after failure?" (on_failure: ask) */
-    bool confirm_gate;   /* the gate is an action's own question (env->confirm) */
+    bool asking_retry; /* the gate is "retry after failure?" (on_failure: ask) */
+    bool confirm_gate; /* the gate is an action's own question (env->confirm) */
     rb_confirm_cb confirm_cb;
     void *confirm_arg;
     struct rb_exec *confirm_exec;
@@ -79,8 +79,8 @@ struct rb_run {
     enum rb_run_state state;
     size_t cur;
     struct rb_step_run steps[RB_MAX_STEPS];
-    struct rb_exec *exec; /* operation in flight */
-    uv_timer_t timer;     /* step timeout, retry delay, gate timeout */
+    struct rb_exec *exec;         /* operation in flight */
+    uv_timer_t timer;             /* step timeout, retry delay, gate timeout */
     int64_t started_ms, ended_ms; /* wall clock */
     char end_reason[256];
     bool closing;
@@ -89,7 +89,8 @@ struct rb_run {
 };
 
 /* Creates a run (taking ownership of rb and ctx); nothing happens until
- * rb_run_go. */
+ * rb_run_go. The engine takes env->confirm and env->data for itself (an
+ * env serves one run). */
 struct rb_run *rb_run_new(struct rb_env *env, const struct rb_run_hooks *hooks, struct runbook *rb,
                           json_t *ctx, const char *id, const char *kind, int64_t epoch,
                           const char *from, const char *to, const struct config *cfg);

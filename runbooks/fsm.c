@@ -50,13 +50,13 @@ static const char *const state_names[RB_N_STATES] = {
     "pending", "awaiting_approval", "running", "verifying", "done", "failed", "skipped",
 };
 static const char *const event_names[RB_N_EVENTS] = {
-    "check_holds", "needs_approval", "go",    "approved", "denied",
-    "gate_timeout", "run_ok",        "run_failed", "timeout", "verified",
-    "not_verified", "retry",         "retry_ok",   "abort",   "takeover",
-    "asks_operator", "answered",
+    "check_holds", "needs_approval", "go",       "approved",      "denied",       "gate_timeout",
+    "run_ok",      "run_failed",     "timeout",  "verified",      "not_verified", "retry",
+    "retry_ok",    "abort",          "takeover", "asks_operator", "answered",
 };
-static const char *const fn_names[] = { "check", "ask",    "run",   "verify",
-                                        "next",  "failed", "resume" };
+static const char *const fn_names[] = {
+    "check", "ask", "run", "verify", "next", "failed", "resume"
+};
 
 const struct rb_transition *rb_fsm_find(enum rb_state from, enum rb_event event)
 {
@@ -105,22 +105,21 @@ json_t *rb_fsm_to_json(void)
         json_array_append_new(states, json_string(state_names[i]));
     json_t *rows = json_array();
     for (size_t i = 0; i < N_ROWS; i++)
-        json_array_append_new(rows, json_pack("{s:s,s:s,s:s,s:s,s:s}", "from",
-                                              state_names[table[i].from], "event",
-                                              event_names[table[i].event], "to",
-                                              state_names[table[i].to], "fn",
-                                              fn_names[table[i].fn], "comment",
-                                              table[i].comment));
+        json_array_append_new(
+            rows, json_pack("{s:s,s:s,s:s,s:s,s:s}", "from", state_names[table[i].from], "event",
+                            event_names[table[i].event], "to", state_names[table[i].to], "fn",
+                            fn_names[table[i].fn], "comment", table[i].comment));
     return json_pack("{s:s,s:o,s:s,s:o}", "machine", "runbook step", "states", states, "initial",
                      "pending", "transitions", rows);
 }
 
 void rb_fsm_to_dot(struct buf *out)
 {
-    buf_append_str(out, "// The runbook step state machine (runbooks/fsm.c).\n"
-                        "digraph step {\n  rankdir=LR;\n  node [shape=box, style=rounded];\n"
-                        "  pending [style=\"rounded,bold\"];\n"
-                        "  done [peripheries=2]; skipped [peripheries=2]; failed [peripheries=2];\n");
+    buf_append_str(out,
+                   "// The runbook step state machine (runbooks/fsm.c).\n"
+                   "digraph step {\n  rankdir=LR;\n  node [shape=box, style=rounded];\n"
+                   "  pending [style=\"rounded,bold\"];\n"
+                   "  done [peripheries=2]; skipped [peripheries=2]; failed [peripheries=2];\n");
     for (size_t i = 0; i < N_ROWS; i++)
         buf_printf(out, "  %s -> %s [label=\"%s\"];\n", state_names[table[i].from],
                    state_names[table[i].to], event_names[table[i].event]);

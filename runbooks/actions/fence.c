@@ -1,7 +1,12 @@
 /* Action `fence`: fence a site by trying its fencing methods in order; the
  * step succeeds only when one method's fence is verified. */
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "fencing/fence.h"
+#include "lib/buf.h"
+#include "orchestrator/config.h"
 #include "runbooks/actions/actions.h"
 
 static const struct rb_param_spec params[] = {
@@ -32,10 +37,210 @@ static void validate(const struct rb_validate_ctx *v)
     }
 }
 
+/* One fence step: methods tried in order until one is verified. */
+struct fence_run {
+    size_t next;
+    struct fence_op *op;
+    uv_timer_t timer; /* the lease wait */
+    bool timer_open;
+    struct buf tried; /* what failed, for the final detail */
+};
+
+static const char *site_of(struct rb_exec *x)
+{
+    return json_string_value(json_object_get(x->params, "site"));
+}
+
+static void describe(struct rb_exec *x, struct buf *out)
+{
+    json_t *m = json_object_get(x->params, "methods");
+    buf_printf(out, "fence %s with the first verified of:", site_of(x));
+    for (size_t i = 0; i < json_array_size(m); i++) {
+        const char *name = json_string_value(json_array_get(m, i));
+        const struct cfg_fence *f = config_fence(x->env->cfg, name);
+        buf_printf(out, "%s %s (%s)", i ? "," : "", name,
+                   f ? config_fence_method_name(f->method) : "?");
+    }
+}
+
+static void try_next(struct rb_exec *x);
+
+static void failed(struct rb_exec *x, const char *name, const char *why)
+{
+    struct fence_run *fr = x->state;
+    buf_printf(&fr->tried, "%s%s: %s", fr->tried.len ? "; " : "", name, why);
+    try_next(x);
+}
+
+static void on_fence(struct fence_op *op, int status, const char *detail, void *arg)
+{
+    struct rb_exec *x = arg;
+    struct fence_run *fr = x->state;
+    fr->op = NULL;
+    if (status == 0) {
+        json_object_set_new(x->result, "fenced_by", json_string(op->fence->name));
+        json_object_set_new(x->result, "method",
+                            json_string(config_fence_method_name(op->fence->method)));
+        rb_exec_done(x, 0, "fenced by %s (%s): %s", op->fence->name,
+                     config_fence_method_name(op->fence->method), detail);
+        return;
+    }
+    failed(x, op->fence->name, detail);
+}
+
+static void on_lease_waited(uv_timer_t *t)
+{
+    struct rb_exec *x = t->data;
+    json_object_set_new(x->result, "method", json_string("lease"));
+    rb_exec_done(x, 0, "the lease of %s has surely expired (waited for it)", site_of(x));
+}
+
+static void on_confirm(struct rb_exec *x, bool approved, const char *who, void *arg)
+{
+    const char *name = arg;
+    if (approved) {
+        json_object_set_new(x->result, "method", json_string("manual"));
+        json_object_set_new(x->result, "confirmed_by", json_string(who));
+        rb_exec_done(x, 0, "an operator (%s) confirmed that %s is fenced", who, site_of(x));
+        return;
+    }
+    char why[128];
+    snprintf(why, sizeof why, "not confirmed (%s)", who);
+    failed(x, name, why);
+}
+
+static void try_next(struct rb_exec *x)
+{
+    struct fence_run *fr = x->state;
+    json_t *methods = json_object_get(x->params, "methods");
+    if (x->cancelled)
+        return;
+    if (fr->next >= json_array_size(methods)) {
+        rb_exec_done(x, -EIO, "no fencing method was verified: %s",
+                     fr->tried.data ? fr->tried.data : "none tried");
+        return;
+    }
+    const char *name = json_string_value(json_array_get(methods, fr->next++));
+    const struct cfg_fence *f = config_fence(x->env->cfg, name);
+    if (!f) {
+        failed(x, name, "not configured");
+        return;
+    }
+    switch (f->method) {
+    case FENCE_LEASE: {
+        int64_t wait = x->env->lease_wait_ms ? x->env->lease_wait_ms(x->env) : -1;
+        if (wait < 0) {
+            failed(x, name, "this host cannot tell when the lease expires (no quorum here)");
+            return;
+        }
+        if (wait == 0) {
+            json_object_set_new(x->result, "method", json_string("lease"));
+            rb_exec_done(x, 0, "the lease of %s has surely expired", site_of(x));
+            return;
+        }
+        if (!fr->timer_open) {
+            uv_timer_init(x->env->loop, &fr->timer);
+            fr->timer.data = x;
+            fr->timer_open = true;
+        }
+        uv_timer_start(&fr->timer, on_lease_waited, (uint64_t)wait, 0);
+        return;
+    }
+    case FENCE_MANUAL: {
+        if (!x->env->confirm) {
+            failed(x, name, "nobody to ask here");
+            return;
+        }
+        char q[400];
+        snprintf(q, sizeof q,
+                 "Confirm that %s can no longer accept writes (powered off, cut off, or its "
+                 "PostgreSQL stopped)",
+                 site_of(x));
+        x->env->confirm(x->env, x, q, on_confirm, (void *)name);
+        return;
+    }
+    default: {
+        int r =
+            fence_start(x->env->loop, x->env->cfg, f, false, x->env->http, on_fence, x, &fr->op);
+        if (r < 0)
+            failed(x, name,
+                   r == -ENOTSUP ? "this fencing method is not implemented yet" : strerror(-r));
+        return;
+    }
+    }
+}
+
+static void run(struct rb_exec *x)
+{
+    struct fence_run *fr = calloc(1, sizeof *fr);
+    if (!fr) {
+        rb_exec_done(x, -ENOMEM, "out of memory");
+        return;
+    }
+    buf_init(&fr->tried, 2048);
+    x->state = fr;
+    try_next(x);
+}
+
+static void cancel(struct rb_exec *x)
+{
+    struct fence_run *fr = x->state;
+    if (!fr)
+        return;
+    if (fr->op) {
+        fence_forget(fr->op);
+        fr->op = NULL;
+    }
+    if (fr->timer_open)
+        uv_timer_stop(&fr->timer);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    struct rb_exec *x = h->data;
+    struct fence_run *fr = x->state;
+    buf_free(&fr->tried);
+    free(fr);
+    x->state = NULL;
+    rb_exec_released(x);
+}
+
+static void release(struct rb_exec *x)
+{
+    struct fence_run *fr = x->state;
+    if (!fr) {
+        rb_exec_released(x);
+        return;
+    }
+    cancel(x);
+    if (fr->timer_open) {
+        uv_close((uv_handle_t *)&fr->timer, on_timer_closed);
+        return;
+    }
+    buf_free(&fr->tried);
+    free(fr);
+    x->state = NULL;
+    rb_exec_released(x);
+}
+
+/* Whether the site is already fenced needs the same independent
+ * observation a fence ends with; the step runs its methods again (each is
+ * idempotent) rather than trust a guess. */
+static void check(struct rb_exec *x)
+{
+    rb_exec_done(x, 0, "a fence is verified each time it is walked");
+}
+
 const struct rb_action_ops rb_action_fence = {
     .name = "fence",
     .summary = "fence a site; succeed only on a verified fence",
     .params = params,
     .default_timeout_ms = 300000,
     .validate = validate,
+    .describe = describe,
+    .check = check,
+    .run = run,
+    .self_verifying = true,
+    .cancel = cancel,
+    .release = release,
 };

@@ -3,6 +3,7 @@
  * callbacks through which it acts. */
 #include "orchestrator/quorum.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -363,7 +364,7 @@ static void adopt_epoch(struct quorum *q, int64_t epoch)
 
 /* Accept a decision (ours, one sent to us, or one learned late). */
 static bool accept_decision(struct quorum *q, int64_t epoch, int from, int to, int leader,
-                            const char *run, const char *kind, int64_t now)
+                            const char *run, const char *kind, const char *runbook, int64_t now)
 {
     if (epoch <= q->d.decision_epoch || from < 0 || to < 0 || leader < 0)
         return false;
@@ -373,6 +374,8 @@ static bool accept_decision(struct quorum *q, int64_t epoch, int from, int to, i
     q->d.decision_leader = leader;
     snprintf(q->d.decision_run, sizeof q->d.decision_run, "%s", run ? run : "");
     snprintf(q->d.decision_kind, sizeof q->d.decision_kind, "%s", kind ? kind : "failover");
+    snprintf(q->d.decision_runbook, sizeof q->d.decision_runbook, "%s",
+             runbook ? runbook : q->cfg->failover.runbook);
     q->d.primary = to;
     q->d.primary_epoch = epoch;
     if (epoch > q->d.epoch)
@@ -428,7 +431,8 @@ static void on_hb(struct quorum *q, int from, json_t *msg, int64_t now)
         accept_decision(q, json_integer_value(json_object_get(dec, "epoch")),
                         site_of(q, dec, "from"), site_of(q, dec, "to"), site_of(q, dec, "leader"),
                         json_string_value(json_object_get(dec, "run")),
-                        json_string_value(json_object_get(dec, "kind")), now);
+                        json_string_value(json_object_get(dec, "kind")),
+                        json_string_value(json_object_get(dec, "runbook")), now);
     /* A lease request from the site we believe is primary: grant it. */
     json_t *seq = json_object_get(msg, "lease_seq");
     if (json_is_integer(seq) && from == q->d.primary && from != q->self) {
@@ -456,32 +460,55 @@ static void deny_vote(struct quorum *q, int to, int64_t epoch, const char *why)
                    "reason", why));
 }
 
-static void on_vote_req(struct quorum *q, int from, json_t *msg)
+static bool leader_alive(const struct quorum *q, int64_t now);
+
+static void on_vote_req(struct quorum *q, int from, json_t *msg, int64_t now)
 {
     int64_t epoch = json_integer_value(json_object_get(msg, "epoch"));
-    int down = site_of(q, msg, "target_down");
+    const char *reason = json_string_value(json_object_get(msg, "reason"));
     adopt_epoch(q, epoch);
     if (epoch <= q->d.voted_epoch) {
         deny_vote(q, from, epoch, "already voted in this epoch");
         return;
     }
-    if (down < 0 || down != q->d.primary) {
-        deny_vote(q, from, epoch, "that site is not the primary");
-        return;
-    }
-    if (down == q->self) {
-        deny_vote(q, from, epoch, "I am that site and I am alive");
-        return;
-    }
-    if (q->own_view[down] != HEALTH_DOWN) {
-        deny_vote(q, from, epoch, "I do not see that site down");
-        return;
+    if (reason && !strcmp(reason, "operator")) {
+        /* An operator's request: fine unless a run is already in hand. */
+        if (q->run_active && leader_alive(q, now)) {
+            deny_vote(q, from, epoch, "a run is in progress under a live leader");
+            return;
+        }
+    } else if (reason && !strcmp(reason, "takeover")) {
+        /* A run whose leader we cannot hear either: one we know is in
+         * progress, or the very decision we also hold. */
+        const char *run = json_string_value(json_object_get(msg, "run"));
+        bool known = q->run_active || (run && q->d.decision_epoch &&
+                                       strcmp(run, q->d.decision_run) == 0);
+        if (!known || leader_alive(q, now)) {
+            deny_vote(q, from, epoch, known ? "I still hear the run's leader"
+                                            : "I know of no run in progress");
+            return;
+        }
+    } else {
+        int down = site_of(q, msg, "target_down");
+        if (down < 0 || down != q->d.primary) {
+            deny_vote(q, from, epoch, "that site is not the primary");
+            return;
+        }
+        if (down == q->self) {
+            deny_vote(q, from, epoch, "I am that site and I am alive");
+            return;
+        }
+        if (q->own_view[down] != HEALTH_DOWN) {
+            deny_vote(q, from, epoch, "I do not see that site down");
+            return;
+        }
     }
     q->d.voted_epoch = epoch;
     q->d.voted_for = from;
     if (persist(q) < 0)
         return; /* never promise what is not on disk */
-    event(q, "+vote", "for=%s epoch=%lld", quorum_site_name(q, from), (long long)epoch);
+    event(q, "+vote", "for=%s epoch=%lld reason=%s", quorum_site_name(q, from), (long long)epoch,
+          reason ? reason : "odown");
     send(q, from,
          json_pack("{s:s,s:I,s:b}", "t", "vote", "epoch", (json_int_t)epoch, "granted", 1));
 }
@@ -523,7 +550,8 @@ static void on_decision(struct quorum *q, int from, json_t *msg, int64_t now)
     if (ok)
         ok = accept_decision(q, epoch, site_of(q, msg, "from"), site_of(q, msg, "to"), leader,
                              json_string_value(json_object_get(msg, "run")),
-                             json_string_value(json_object_get(msg, "kind")), now) ||
+                             json_string_value(json_object_get(msg, "kind")),
+                             json_string_value(json_object_get(msg, "runbook")), now) ||
              q->d.decision_epoch == epoch;
     if (ok) {
         q->leader = from;
@@ -590,7 +618,7 @@ void quorum_receive(struct quorum *q, int from, json_t *msg, int64_t now_ms)
     else if (strcmp(t, "lease-ack") == 0)
         on_lease_ack(q, from, msg);
     else if (strcmp(t, "vote-req") == 0)
-        on_vote_req(q, from, msg);
+        on_vote_req(q, from, msg, now_ms);
     else if (strcmp(t, "vote") == 0)
         on_vote(q, from, msg, now_ms);
     else if (strcmp(t, "decision") == 0)
@@ -636,30 +664,64 @@ static bool leader_alive(const struct quorum *q, int64_t now)
 
 static void start_decision(struct quorum *q, int64_t now)
 {
-    int to = choose_target(q, q->target_down);
+    int from = q->d.primary, to;
+    const char *kind = "failover", *runbook = q->cfg->failover.runbook;
+    char run[40];
+    switch (q->reason) {
+    case QREASON_TAKEOVER:
+        /* The same decision, recorded again under our epoch. */
+        from = q->d.decision_from;
+        to = q->d.decision_to;
+        kind = q->d.decision_kind;
+        runbook = q->d.decision_runbook;
+        snprintf(run, sizeof run, "%s", q->d.decision_run);
+        break;
+    case QREASON_OPERATOR:
+        to = q->req_to;
+        kind = q->req_kind;
+        runbook = q->req_runbook;
+        break;
+    case QREASON_ODOWN:
+    default:
+        from = q->target_down;
+        to = choose_target(q, q->target_down);
+        break;
+    }
     if (to < 0) {
         event(q, "-failover", "no site to fail over to");
         return;
     }
-    char run[40];
-    snprintf(run, sizeof run, "%s-e%lld-%04x", quorum_site_name(q, q->self), (long long)q->d.epoch,
-             (unsigned)(rnd(q) & 0xffff));
-    if (!accept_decision(q, q->d.epoch, q->target_down, to, q->self, run, "failover", now))
+    if (q->reason != QREASON_TAKEOVER)
+        snprintf(run, sizeof run, "%s-e%lld-%04x", quorum_site_name(q, q->self),
+                 (long long)q->d.epoch, (unsigned)(rnd(q) & 0xffff));
+    char kind_copy[16], runbook_copy[64];
+    snprintf(kind_copy, sizeof kind_copy, "%s", kind);
+    snprintf(runbook_copy, sizeof runbook_copy, "%s", runbook);
+    if (!accept_decision(q, q->d.epoch, from, to, q->self, run, kind_copy, runbook_copy, now))
         return;
     q->deciding = true;
     q->decided = false;
     memset(q->acks, 0, sizeof q->acks);
     q->acks[q->self] = true;
     q->lease_expiry_ms = q->grant_until_ms > now ? q->grant_until_ms : now;
-    broadcast(q, json_pack("{s:s,s:I,s:s,s:s,s:s,s:s,s:s}", "t", "decision", "epoch",
+    broadcast(q, json_pack("{s:s,s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "t", "decision", "epoch",
                            (json_int_t)q->d.epoch, "leader", quorum_site_name(q, q->self), "from",
-                           quorum_site_name(q, q->target_down), "to", quorum_site_name(q, to),
-                           "run", run, "kind", "failover"));
+                           quorum_site_name(q, from), "to", quorum_site_name(q, to), "run", run,
+                           "kind", kind_copy, "runbook", runbook_copy, "reason",
+                           q->reason == QREASON_TAKEOVER   ? "takeover"
+                           : q->reason == QREASON_OPERATOR ? "operator"
+                                                           : "odown"));
 }
 
-static void stand(struct quorum *q, int64_t now)
+static const char *reason_name(enum quorum_reason r)
+{
+    return r == QREASON_TAKEOVER ? "takeover" : r == QREASON_OPERATOR ? "operator" : "odown";
+}
+
+static void stand(struct quorum *q, int64_t now, enum quorum_reason reason)
 {
     int down = q->d.primary;
+    q->reason = reason;
     q->d.epoch++;
     q->d.voted_epoch = q->d.epoch;
     q->d.voted_for = q->self;
@@ -672,12 +734,13 @@ static void stand(struct quorum *q, int64_t now)
     memset(q->votes, 0, sizeof q->votes);
     q->votes[q->self] = true;
     q->election_end_ms = now + q->cfg->quorum.election_timeout_ms;
-    event(q, "+new-epoch", "epoch=%lld candidate=%s", (long long)q->d.epoch,
-          quorum_site_name(q, q->self));
+    event(q, "+new-epoch", "epoch=%lld candidate=%s reason=%s", (long long)q->d.epoch,
+          quorum_site_name(q, q->self), reason_name(reason));
     event(q, "+vote", "for=%s epoch=%lld", quorum_site_name(q, q->self), (long long)q->d.epoch);
-    broadcast(q, json_pack("{s:s,s:I,s:s,s:s}", "t", "vote-req", "epoch", (json_int_t)q->d.epoch,
-                           "candidate", quorum_site_name(q, q->self), "target_down",
-                           quorum_site_name(q, down)));
+    broadcast(q, json_pack("{s:s,s:I,s:s,s:s,s:s,s:s}", "t", "vote-req", "epoch",
+                           (json_int_t)q->d.epoch, "candidate", quorum_site_name(q, q->self),
+                           "target_down", quorum_site_name(q, down), "reason",
+                           reason_name(reason), "run", q->d.decision_run));
     if (count(q->votes, q->n) >= q->need) {
         q->role = QROLE_LEADER;
         q->leader = q->self;
@@ -690,8 +753,32 @@ static void stand(struct quorum *q, int64_t now)
 static bool want_failover(const struct quorum *q, int64_t now)
 {
     int p = q->d.primary;
-    return p != q->self && q->odown[p] && q->cfg->failover.mode != MODE_MANUAL &&
-           quorum_has_majority(q, now) && choose_target(q, p) >= 0 && !leader_alive(q, now);
+    return p != q->self && q->odown[p] && q->cfg->failover.mode != MODE_MANUAL && !q->blocked &&
+           !q->run_active && quorum_has_majority(q, now) && choose_target(q, p) >= 0 &&
+           !leader_alive(q, now);
+}
+
+/* A run in progress whose leader nobody hears: a new leader takes it over. */
+static bool want_takeover(const struct quorum *q, int64_t now)
+{
+    return q->run_active && q->d.decision_epoch > 0 && !leader_alive(q, now) &&
+           quorum_has_majority(q, now);
+}
+
+int quorum_request(struct quorum *q, const char *kind, int to, const char *runbook,
+                   int64_t now_ms)
+{
+    if (to < 0 || to >= q->n)
+        return -EINVAL;
+    if (q->role != QROLE_FOLLOWER || (q->run_active && leader_alive(q, now_ms)))
+        return -EBUSY;
+    if (!quorum_has_majority(q, now_ms))
+        return -EAGAIN;
+    q->req_to = to;
+    snprintf(q->req_kind, sizeof q->req_kind, "%s", kind);
+    snprintf(q->req_runbook, sizeof q->req_runbook, "%s", runbook);
+    stand(q, now_ms, QREASON_OPERATOR);
+    return 0;
 }
 
 static void update_election(struct quorum *q, int64_t now)
@@ -728,12 +815,13 @@ static void update_election(struct quorum *q, int64_t now)
         }
         return;
     }
-    if (!want_failover(q, now)) {
+    bool takeover = want_takeover(q, now);
+    if (!takeover && !want_failover(q, now)) {
         q->stand_at_ms = 0;
         return;
     }
     if (q->stand_at_ms == 0) {
-        int target = choose_target(q, q->d.primary);
+        int target = takeover ? q->d.decision_to : choose_target(q, q->d.primary);
         int64_t delay = 0;
         if (target != q->self)
             delay = q->cfg->quorum.election_timeout_ms / 2 +
@@ -742,7 +830,7 @@ static void update_election(struct quorum *q, int64_t now)
     }
     if (now >= q->stand_at_ms) {
         q->stand_at_ms = 0;
-        stand(q, now);
+        stand(q, now, takeover ? QREASON_TAKEOVER : QREASON_ODOWN);
     }
 }
 
@@ -820,6 +908,10 @@ int quorum_durable_from_json(const struct config *cfg, json_t *j, struct quorum_
                  json_is_string(json_object_get(dec, "kind"))
                      ? json_string_value(json_object_get(dec, "kind"))
                      : "failover");
+        snprintf(d->decision_runbook, sizeof d->decision_runbook, "%s",
+                 json_is_string(json_object_get(dec, "runbook"))
+                     ? json_string_value(json_object_get(dec, "runbook"))
+                     : cfg->failover.runbook);
     }
     if (d->primary < 0 || d->epoch < 0 || d->voted_epoch > d->epoch || d->decision_epoch > d->epoch)
         return -1;

@@ -52,6 +52,13 @@ enum quorum_site_state {
 
 enum quorum_role { QROLE_FOLLOWER, QROLE_CANDIDATE, QROLE_LEADER };
 
+/* Why a daemon stands for election. */
+enum quorum_reason {
+    QREASON_ODOWN,    /* the primary site is objectively down */
+    QREASON_OPERATOR, /* an operator asked for a failover or switchover */
+    QREASON_TAKEOVER, /* a run's leader is gone: take the run over */
+};
+
 /* What survives a restart (state_dir/quorum.json). */
 struct quorum_durable {
     int64_t epoch;       /* highest epoch seen */
@@ -63,7 +70,8 @@ struct quorum_durable {
     int64_t decision_epoch;
     int decision_from, decision_to, decision_leader;
     char decision_run[40];
-    char decision_kind[16]; /* failover | switchover */
+    char decision_kind[16]; /* failover | switchover | failback */
+    char decision_runbook[64];
     bool fenced;            /* hard fence: another site was made primary */
 };
 
@@ -129,8 +137,17 @@ struct quorum {
     /* Our promise to the primary (as a peer). */
     int64_t grant_until_ms;
 
+    /* Runs, as the daemon tells us: one in progress (ours or a peer's),
+     * and the anti-flapping block after one. */
+    bool run_active;
+    bool blocked;
+
     /* Elections. */
     enum quorum_role role;
+    enum quorum_reason reason;
+    int req_to;               /* operator: the site asked for */
+    char req_kind[16];
+    char req_runbook[64];
     int64_t stand_at_ms;     /* when we will stand (0 = not planned) */
     int64_t election_end_ms; /* candidate deadline */
     bool votes[QUORUM_MAX_SITES];
@@ -160,6 +177,13 @@ void quorum_receive(struct quorum *q, int from, json_t *msg, int64_t now_ms);
 /* Called often (every ~100 ms, and after each input): heartbeats, ODOWN,
  * elections, lease. */
 void quorum_tick(struct quorum *q, int64_t now_ms);
+
+/* An operator asks for a run (kind "failover" or "switchover", to a site,
+ * with a runbook): this daemon stands for election and, once leader,
+ * records the decision. 0, -EBUSY (a run is in progress or an election
+ * is under way), -EAGAIN (no majority heard), -EINVAL (bad site). */
+int quorum_request(struct quorum *q, const char *kind, int to, const char *runbook,
+                   int64_t now_ms);
 
 /* Site state as this daemon reports it (status, metrics). */
 enum quorum_site_state quorum_site_state(const struct quorum *q, int site);

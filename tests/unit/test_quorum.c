@@ -66,6 +66,8 @@ struct sim {
     int64_t revived_at[N];  /* real time a site came back from a power cut */
     int violations;
     int decisions;
+    int takeovers;     /* decisions re-recorded by a new leader */
+    int takeover_seen; /* the last leader that decided, -1 */
     char last_violation[256];
 };
 
@@ -173,10 +175,18 @@ static void io_decided(struct quorum *q, const struct quorum_durable *d)
     S->nodes[i].decided = true;
     S->nodes[i].decided_epoch = d->decision_epoch;
     S->decisions++;
-    /* The runbook: promote once the old primary's lease surely expired. */
+    /* The runbook: promote once the old primary's lease surely expired. A
+     * run is in progress on every site that hears of it (the journal). */
     S->promote_pending_epoch = d->decision_epoch;
     S->promote_to = d->decision_to;
     S->promote_by = i;
+    for (int k = 0; k < N; k++) {
+        if (S->nodes[k].alive && (k == i || (!S->cut[i][k] && !S->cut[k][i])))
+            S->nodes[k].q.run_active = true;
+    }
+    if (S->takeover_seen >= 0 && i != S->takeover_seen)
+        S->takeovers++;
+    S->takeover_seen = i;
 }
 
 static const struct quorum_io IO = { io_send,    io_persist, io_event, io_self_fence,
@@ -222,6 +232,7 @@ static void sim_init(uint64_t seed, bool drift)
         S->pg_alive[i] = true;
     }
     S->pg_primary[0] = true;
+    S->takeover_seen = -1;
     for (int i = 0; i < N; i++)
         start_node(i, false);
 }
@@ -323,9 +334,13 @@ static void step(void)
     }
     if (S->promote_pending_epoch) {
         struct node *l = &S->nodes[S->promote_by];
-        if (l->alive && quorum_lease_expired(&l->q, clock_of(S->promote_by))) {
+        if (l->alive && l->q.role == QROLE_LEADER &&
+            quorum_lease_expired(&l->q, clock_of(S->promote_by))) {
             S->pg_primary[S->promote_to] = true;
             S->promote_pending_epoch = 0;
+            S->takeover_seen = -1;
+            for (int k = 0; k < N; k++)
+                S->nodes[k].q.run_active = false; /* the run ended */
         }
     }
     check_invariants();
@@ -528,8 +543,8 @@ static void test_random_schedules(void **state)
     (void)state;
     int runs = getenv("TRIAD_UNDER_VALGRIND") ? 10
                : getenv("SIM_RUNS")           ? (int)strtol(getenv("SIM_RUNS"), NULL, 10)
-                                              : 60;
-    int failures = 0, with_failover = 0, promoted = 0;
+                                              : 150;
+    int failures = 0, with_failover = 0, promoted = 0, takeovers = 0;
     int first = 100;
     if (getenv("SIM_SEED")) {
         first = (int)strtol(getenv("SIM_SEED"), NULL, 10);
@@ -584,11 +599,13 @@ static void test_random_schedules(void **state)
             failures++;
         }
         with_failover += S->decisions > 0;
+        takeovers += S->takeovers;
         promoted += S->pg_primary[1] || S->pg_primary[2];
         sim_free();
     }
-    printf("# %d schedules, %d with a failover decision, %d with a promotion, %d violations\n",
-           runs, with_failover, promoted, failures);
+    printf("# %d schedules, %d with a failover decision, %d with a promotion, %d run takeovers, "
+           "%d violations\n",
+           runs, with_failover, promoted, takeovers, failures);
     assert_int_equal(failures, 0);
     /* The schedules must exercise failovers, or this test proves nothing. */
     if (runs >= 20)

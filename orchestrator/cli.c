@@ -91,23 +91,34 @@ static const struct cli_cmd commands[] = {
       "With --fsm, prints the step state machine (--json or --dot).",
       plan_opts, 0, 1, cmd_plan },
     { "failover", "", "start an unplanned failover (--to SITE)",
-      "Starts the failover runbook now, as an operator decision.", to_opts, 0, 0,
-      cmd_not_implemented },
+      "Asks the local daemon to stand for election and, once a majority has\n"
+      "recorded the decision, run the failover runbook (failover.runbook) from\n"
+      "the current primary to SITE. Its gates wait for `triad approve`.",
+      to_opts, 0, 0, cmd_failover },
     { "switchover", "", "start a planned switchover with no data loss (--to SITE)",
-      "Starts the switchover runbook.", to_opts, 0, 0, cmd_not_implemented },
+      "Like failover, with the switchover runbook (planned, zero data loss);\n"
+      "`--runbook failback` returns the primary to a site that was lost.",
+      to_opts, 0, 0, cmd_switchover },
     { "approve", "RUN STEP", "approve a step waiting at its gate",
-      "Records your identity, the time and what was shown.", no_opts, 2, 2, cmd_not_implemented },
+      "Shows the gate's prompt and records your identity (the Unix user on the\n"
+      "control socket, mapped to an operator), the time and what was shown.\n"
+      "With approvals.required: 2, two different operators must approve.",
+      no_opts, 2, 2, cmd_approve },
     { "deny", "RUN STEP", "deny a step waiting at its gate (--reason TEXT)",
-      "The run stops (or continues, per the step's on_failure).", deny_opts, 2, 2,
-      cmd_not_implemented },
-    { "abort", "RUN", "abort a run", "Stops the run after the current action.", no_opts, 1, 1,
-      cmd_not_implemented },
+      "The step fails: the run stops, or continues, per the step's on_failure.",
+      deny_opts, 2, 2, cmd_deny },
+    { "abort", "RUN", "abort a run",
+      "Cancels the action in flight and ends the run as aborted (journaled).",
+      no_opts, 1, 1, cmd_abort },
     { "ack", "", "acknowledge the last run and lift the anti-flapping block",
-      "After a run, automatic runs are blocked for failover.block_period.", no_opts, 0, 0,
-      cmd_not_implemented },
+      "After a run, automatic runs are blocked for failover.block_period; this\n"
+      "lifts the block on every reachable site.",
+      no_opts, 0, 0, cmd_ack },
     { "console", "", "interactive view of the active run, prompting at each gate",
-      "Shows the plan, progress and live probe state; asks y/N at each gate.", no_opts, 0, 0,
-      cmd_not_implemented },
+      "Shows the active run's plan and progress and the sites' probes, refreshed\n"
+      "every second, and asks y/N at each gate (answered as you, recorded).\n"
+      "Needs a terminal; q quits.",
+      no_opts, 0, 0, cmd_console },
     { "drill", "SCENARIO", "run a game-day drill and measure RTO and RPO",
       "Scenarios: dc1-loss, dc1-isolation, switchover, failback.", drill_opts, 1, 1,
       cmd_not_implemented },

@@ -63,6 +63,13 @@ int cmd_probe(const struct cli_args *a);
 int cmd_status(const struct cli_args *a);
 int cmd_daemon(const struct cli_args *a);
 int cmd_plan(const struct cli_args *a);
+int cmd_failover(const struct cli_args *a);
+int cmd_switchover(const struct cli_args *a);
+int cmd_approve(const struct cli_args *a);
+int cmd_deny(const struct cli_args *a);
+int cmd_abort(const struct cli_args *a);
+int cmd_ack(const struct cli_args *a);
+int cmd_console(const struct cli_args *a);
 int cmd_plan_runbook(const struct cli_args *a);
 int cmd_not_implemented(const struct cli_args *a);
 

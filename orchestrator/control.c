@@ -12,6 +12,9 @@
 #include "lib/log.h"
 #include "orchestrator/daemon.h"
 #include "orchestrator/metrics.h"
+#include "orchestrator/runs.h"
+
+#include <openssl/evp.h>
 
 struct control {
     struct daemon *d;
@@ -37,6 +40,189 @@ static void respond_json(struct httpd_request *req, unsigned status, json_t *j)
 static void respond_error(struct httpd_request *req, unsigned status, const char *msg)
 {
     respond_json(req, status, json_pack("{s:s}", "error", msg));
+}
+
+/* Who is asking: an operator named in the configuration, by Unix user (on
+ * the socket), certificate CN (external TLS connections carry "cn=NAME") or
+ * bearer token (compared by its SHA-256). NULL when nobody we know. */
+static const char *operator_of(struct control *c, struct httpd_request *req)
+{
+    const struct config *cfg = &c->d->cfg;
+    const struct httpd_peer *peer = req->peer;
+    char token_hex[65] = "";
+    if (req->authorization && !strncmp(req->authorization, "Bearer ", 7)) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int mdlen = 0;
+        const char *tok = req->authorization + 7;
+        if (EVP_Digest(tok, strlen(tok), md, &mdlen, EVP_sha256(), NULL) == 1 && mdlen == 32) {
+            for (unsigned i = 0; i < 32; i++)
+                snprintf(token_hex + 2 * i, 3, "%02x", md[i]);
+        }
+    }
+    for (size_t i = 0; i < cfg->n_operators; i++) {
+        const struct cfg_operator *o = &cfg->operators[i];
+        if (peer->transport == HTTPD_UNIX && o->unix_user && peer->user[0] &&
+            !strcmp(o->unix_user, peer->user))
+            return o->name;
+        if (peer->transport == HTTPD_EXTERNAL && o->cert_cn && !strncmp(peer->identity, "cn=", 3) &&
+            !strcmp(peer->identity + 3, o->cert_cn))
+            return o->name;
+        if (token_hex[0] && o->token_sha256 && !strcmp(o->token_sha256, token_hex))
+            return o->name;
+    }
+    return NULL;
+}
+
+/* A request answered later (the leader may be another daemon). */
+struct pending_req {
+    struct httpd_request *req;
+    bool aborted;
+    bool answered;
+    unsigned ok_status;
+};
+
+static void on_req_abort(struct httpd_request *req)
+{
+    struct pending_req *p = req->data;
+    if (p)
+        p->aborted = true;
+}
+
+static void on_reply(int status, const char *detail, void *arg)
+{
+    struct pending_req *p = arg;
+    if (!p->aborted) {
+        unsigned code = status == 0            ? p->ok_status
+                        : status == -ENOENT    ? 404
+                        : status == -EBUSY || status == -EALREADY ? 409
+                        : status == -EINVAL    ? 400
+                        : status == -EAGAIN || status == -ENOTCONN || status == -ETIMEDOUT
+                            ? 503
+                            : 500;
+        json_t *j = status == 0 ? json_pack("{s:b,s:s}", "ok", 1, "detail", detail)
+                                : json_pack("{s:s}", "error", detail);
+        respond_json(p->req, code, j);
+    }
+    free(p);
+}
+
+static struct pending_req *defer(struct httpd_request *req, unsigned ok_status)
+{
+    struct pending_req *p = calloc(1, sizeof *p);
+    if (!p) {
+        httpd_respond(req, 500, "text/plain", "out of memory\n", 14);
+        return NULL;
+    }
+    p->req = req;
+    p->ok_status = ok_status;
+    req->data = p;
+    httpd_defer(req, on_req_abort);
+    return p;
+}
+
+/* /v1/runs/ID[/journal|/abort|/steps/STEP/(approve|deny)] */
+static void handle_runs(struct control *c, struct httpd_request *req, const char *rest)
+{
+    struct runs *runs = c->d->runs;
+    bool get = !strcmp(req->method, "GET");
+    bool post = !strcmp(req->method, "POST");
+    if (!*rest) {
+        if (get) {
+            respond_json(req, 200, json_pack("{s:o}", "runs", runs_list(runs)));
+            return;
+        }
+        if (!post) {
+            respond_error(req, 405, "use GET or POST");
+            return;
+        }
+        const char *who = operator_of(c, req);
+        if (!who) {
+            respond_error(req, 403, "not an operator of this cluster");
+            return;
+        }
+        json_t *body = json_loadb(req->body, req->body_len, 0, NULL);
+        const char *kind = json_string_value(json_object_get(body, "kind"));
+        const char *to = json_string_value(json_object_get(body, "to"));
+        const char *rb = json_string_value(json_object_get(body, "runbook"));
+        if (!kind || !to || (strcmp(kind, "failover") && strcmp(kind, "switchover") &&
+                             strcmp(kind, "failback"))) {
+            json_decref(body);
+            respond_error(req, 400, "need {\"kind\": failover|switchover|failback, \"to\": SITE}");
+            return;
+        }
+        if (!rb)
+            rb = !strcmp(kind, "failover") ? c->d->cfg.failover.runbook : kind;
+        struct pending_req *p = defer(req, 202);
+        if (p)
+            runs_request_start(runs, kind, to, rb, who, on_reply, p);
+        json_decref(body);
+        return;
+    }
+    char id[64];
+    const char *slash = strchr(rest, '/');
+    size_t idlen = slash ? (size_t)(slash - rest) : strlen(rest);
+    if (idlen == 0 || idlen >= sizeof id) {
+        respond_error(req, 404, "no such run");
+        return;
+    }
+    memcpy(id, rest, idlen);
+    id[idlen] = '\0';
+    const char *sub = slash ? slash : "";
+    if (!*sub && get) {
+        json_t *run = runs_get(runs, id);
+        if (!run)
+            respond_error(req, 404, "no such run");
+        else
+            respond_json(req, 200, run);
+        return;
+    }
+    if (!strcmp(sub, "/journal") && get) {
+        json_t *recs = runs_journal(runs, id);
+        if (!recs)
+            respond_error(req, 404, "no such run");
+        else
+            respond_json(req, 200, json_pack("{s:s,s:o}", "run", id, "records", recs));
+        return;
+    }
+    if (!post) {
+        respond_error(req, 405, "use POST");
+        return;
+    }
+    const char *who = operator_of(c, req);
+    if (!who) {
+        respond_error(req, 403, "not an operator of this cluster");
+        return;
+    }
+    json_t *body = req->body_len ? json_loadb(req->body, req->body_len, 0, NULL) : NULL;
+    if (!strcmp(sub, "/abort")) {
+        struct pending_req *p = defer(req, 200);
+        if (p)
+            runs_request_abort(runs, id, who, on_reply, p);
+        json_decref(body);
+        return;
+    }
+    char step[64];
+    const char *verb = NULL;
+    if (!strncmp(sub, "/steps/", 7)) {
+        const char *s2 = sub + 7;
+        const char *sl = strchr(s2, '/');
+        if (sl && (size_t)(sl - s2) < sizeof step && sl > s2) {
+            memcpy(step, s2, (size_t)(sl - s2));
+            step[sl - s2] = '\0';
+            verb = sl + 1;
+        }
+    }
+    if (!verb || (strcmp(verb, "approve") && strcmp(verb, "deny"))) {
+        json_decref(body);
+        respond_error(req, 404, "no such endpoint");
+        return;
+    }
+    struct pending_req *p = defer(req, 200);
+    if (p)
+        runs_request_decide(runs, id, step, !strcmp(verb, "approve"), who,
+                            json_string_value(json_object_get(body, "reason")),
+                            json_string_value(json_object_get(body, "shown")), on_reply, p);
+    json_decref(body);
 }
 
 static void handle(struct httpd_request *req)
@@ -65,8 +251,25 @@ static void handle(struct httpd_request *req)
         httpd_respond(req, 200, "text/plain", "ok\n", 3);
         return;
     }
-    if (strncmp(path, "/v1/runs", 8) == 0 || strcmp(path, "/v1/ack") == 0) {
-        respond_error(req, 501, "the runbook engine is not implemented yet in this version");
+    if (strcmp(path, "/v1/runs") == 0) {
+        handle_runs(c, req, "");
+        return;
+    }
+    if (strncmp(path, "/v1/runs/", 9) == 0) {
+        handle_runs(c, req, path + 9);
+        return;
+    }
+    if (strcmp(path, "/v1/ack") == 0) {
+        const char *who = operator_of(c, req);
+        if (strcmp(req->method, "POST") != 0) {
+            respond_error(req, 405, "use POST");
+        } else if (!who) {
+            respond_error(req, 403, "not an operator of this cluster");
+        } else {
+            struct pending_req *p = defer(req, 200);
+            if (p)
+                runs_request_ack(c->d->runs, who, on_reply, p);
+        }
         return;
     }
     respond_error(req, 404, "no such endpoint");

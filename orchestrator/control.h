@@ -1,11 +1,19 @@
 /* The control API: HTTP+JSON on the daemon's Unix socket (what the CLI
  * uses), and /metrics in Prometheus text format.
  *
- *   GET /v1/status     the status document (DESIGN.md section 8)
- *   GET /metrics       Prometheus metrics
- *   GET /v1/health     "ok" while the daemon runs
- * Endpoints of the runbook engine (runs, approvals) answer 501 until it
- * exists. */
+ *   GET  /v1/status                          the status document (DESIGN.md 8)
+ *   GET  /metrics                            Prometheus metrics
+ *   GET  /v1/health                          "ok" while the daemon runs
+ *   GET  /v1/runs                            runs, newest first
+ *   POST /v1/runs {kind, to, runbook}        an operator's failover/switchover
+ *   GET  /v1/runs/ID                         a run (live at the leader)
+ *   GET  /v1/runs/ID/journal                 its journal records
+ *   POST /v1/runs/ID/steps/STEP/approve      {shown}: approve a gate
+ *   POST /v1/runs/ID/steps/STEP/deny         {reason}: deny it
+ *   POST /v1/runs/ID/abort
+ *   POST /v1/ack                             lift the anti-flapping block
+ * Changes need an operator (operators: unix_user, cert_cn, token_sha256);
+ * requests given to a follower are forwarded to the leader. */
 #ifndef TRIAD_CONTROL_H
 #define TRIAD_CONTROL_H
 

@@ -16,7 +16,9 @@
 #include "lib/log.h"
 #include "orchestrator/cli.h"
 #include "orchestrator/control.h"
+#include "orchestrator/notify.h"
 #include "orchestrator/peers.h"
+#include "orchestrator/runs.h"
 
 #define TICK_MS         100
 #define STOP_TIMEOUT_MS 10000
@@ -187,13 +189,9 @@ static void io_unfence(struct quorum *q, const char *reason)
 
 static void io_decided(struct quorum *q, const struct quorum_durable *dur)
 {
-    (void)q;
-    char epoch[24];
-    snprintf(epoch, sizeof epoch, "%lld", (long long)dur->decision_epoch);
-    log_ev(LOG_WARN, "decision-recorded",
-           "failover decision recorded on a majority; the runbook engine is not built yet, so "
-           "no step runs",
-           { "epoch", epoch }, { "run", dur->decision_run });
+    struct daemon *d = q->io.data;
+    if (d->runs)
+        runs_decided(d->runs, dur);
 }
 
 /* ---- wiring ---- */
@@ -220,8 +218,15 @@ static void on_peer_msg(struct peers *p, int site, json_t *msg, void *arg)
 {
     (void)p;
     struct daemon *d = arg;
-    if (!d->stopping)
-        quorum_receive(&d->q, site, msg, loop_now_ms());
+    if (d->stopping)
+        return;
+    if (d->runs && runs_peer_message(d->runs, site, msg)) {
+        /* Any message is also proof of life for the quorum. */
+        d->q.peers[site].heard = true;
+        d->q.peers[site].last_heard_ms = loop_now_ms();
+        return;
+    }
+    quorum_receive(&d->q, site, msg, loop_now_ms());
 }
 
 static void on_tick(uv_timer_t *t)
@@ -231,6 +236,8 @@ static void on_tick(uv_timer_t *t)
         return;
     probe_sched_tick(&d->probes);
     update_views(d);
+    if (d->runs)
+        runs_tick(d->runs);
     quorum_tick(&d->q, loop_now_ms());
 }
 
@@ -264,6 +271,33 @@ static void on_http_closed(void *arg)
     component_closed(arg);
 }
 
+static void on_dns_closed(void *arg)
+{
+    component_closed(arg);
+}
+
+static void on_runs_closed(void *arg)
+{
+    struct daemon *d = arg;
+    /* Runs are gone: the clients they used can close now. */
+    if (d->notifier) {
+        d->closing++;
+        notify_close(d->notifier, on_http_closed, d);
+        d->notifier = NULL;
+    }
+    if (d->http) {
+        d->closing++;
+        http_client_close(d->http, on_http_closed, d);
+        d->http = NULL;
+    }
+    if (d->dns) {
+        d->closing++;
+        dns_client_close(d->dns, on_dns_closed, d);
+        d->dns = NULL;
+    }
+    component_closed(d);
+}
+
 static void on_tick_closed(uv_handle_t *h)
 {
     component_closed(h->data);
@@ -289,10 +323,13 @@ static void stop(struct daemon *d)
         control_close(d->api, on_api_closed, d);
         d->api = NULL;
     }
-    if (d->http) {
-        d->closing++;
-        http_client_close(d->http, on_http_closed, d);
-        d->http = NULL;
+    d->closing++;
+    if (d->runs) {
+        struct runs *r = d->runs;
+        d->runs = NULL;
+        runs_close(r, on_runs_closed, d);
+    } else {
+        on_runs_closed(d);
     }
     d->closing++;
     uv_close((uv_handle_t *)&d->tick, on_tick_closed);
@@ -409,6 +446,8 @@ int daemon_run(const char *config_path)
     d->tick.data = d;
     d->started_ms = loop_now_ms();
     http_client_new(&uv, &d->http);
+    dns_client_new(&uv, &d->dns);
+    d->notifier = notify_new(&uv, &d->cfg, d->http);
     struct quorum_io io = {
         io_send, io_persist, io_event, io_self_fence, io_unfence, io_decided, d
     };
@@ -421,7 +460,12 @@ int daemon_run(const char *config_path)
     log_ev(LOG_INFO, "start", "triad daemon starting", { "version", TRIAD_VERSION },
            { "cluster", d->cfg.cluster }, { "site", d->cfg.site }, { "epoch", epoch },
            { "primary", quorum_site_name(&d->q, d->q.d.primary) });
-    result = start(d);
+    if (runs_init(&d->runs, d) < 0) {
+        log_ev(LOG_ERROR, "journal", "cannot open the run journal", { "dir", d->cfg.state_dir });
+        result = EXIT_FATAL;
+    } else {
+        result = start(d);
+    }
     if (result != EXIT_OK)
         stop(d);
     uv_run(&uv, UV_RUN_DEFAULT);

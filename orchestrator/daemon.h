@@ -15,6 +15,9 @@
 struct peers;
 struct control;
 struct http_client;
+struct dns_client;
+struct notifier;
+struct runs;
 
 struct daemon {
     const char *config_path;
@@ -25,7 +28,10 @@ struct daemon {
     bool probes_open;
     struct peers *peers;
     struct control *api;
-    struct http_client *http; /* fences and notifications */
+    struct http_client *http; /* fences, actions and notifications */
+    struct dns_client *dns;   /* actions */
+    struct notifier *notifier;
+    struct runs *runs;
     struct quorum q;
     uv_timer_t tick;
     char state_path[4096];

@@ -67,8 +67,11 @@ static void transition(struct rb_run *r, enum rb_event ev, const char *detail)
     }
     enum rb_state from = s->state;
     s->state = t->to;
-    if (detail)
-        snprintf(s->detail, sizeof s->detail, "%s", detail);
+    if (detail && detail != s->detail) {
+        char copy[sizeof s->detail];
+        snprintf(copy, sizeof copy, "%s", detail);
+        memcpy(s->detail, copy, sizeof copy);
+    }
     int64_t now = wall_ms();
     if (t->to == RB_RUNNING && !s->started_ms)
         s->started_ms = now;

@@ -65,6 +65,18 @@ static void describe(struct rb_exec *x, struct buf *out)
 
 static void try_next(struct rb_exec *x);
 
+/* Success, naming what was tried before (the report shows the whole path). */
+static void fenced(struct rb_exec *x, const char *how)
+{
+    struct fence_run *fr = x->state;
+    if (fr->tried.len) {
+        json_object_set_new(x->result, "tried_before", json_string(fr->tried.data));
+        rb_exec_done(x, 0, "%s (after: %s)", how, fr->tried.data);
+    } else {
+        rb_exec_done(x, 0, "%s", how);
+    }
+}
+
 static void failed(struct rb_exec *x, const char *name, const char *why)
 {
     struct fence_run *fr = x->state;
@@ -81,8 +93,10 @@ static void on_fence(struct fence_op *op, int status, const char *detail, void *
         json_object_set_new(x->result, "fenced_by", json_string(op->fence->name));
         json_object_set_new(x->result, "method",
                             json_string(config_fence_method_name(op->fence->method)));
-        rb_exec_done(x, 0, "fenced by %s (%s): %s", op->fence->name,
-                     config_fence_method_name(op->fence->method), detail);
+        char how[700];
+        snprintf(how, sizeof how, "fenced by %s (%s): %s", op->fence->name,
+                 config_fence_method_name(op->fence->method), detail);
+        fenced(x, how);
         return;
     }
     failed(x, op->fence->name, detail);
@@ -92,7 +106,9 @@ static void on_lease_waited(uv_timer_t *t)
 {
     struct rb_exec *x = t->data;
     json_object_set_new(x->result, "method", json_string("lease"));
-    rb_exec_done(x, 0, "the lease of %s has surely expired (waited for it)", site_of(x));
+    char how[200];
+    snprintf(how, sizeof how, "the lease of %s has surely expired (waited for it)", site_of(x));
+    fenced(x, how);
 }
 
 static void on_confirm(struct rb_exec *x, bool approved, const char *who, void *arg)
@@ -101,7 +117,9 @@ static void on_confirm(struct rb_exec *x, bool approved, const char *who, void *
     if (approved) {
         json_object_set_new(x->result, "method", json_string("manual"));
         json_object_set_new(x->result, "confirmed_by", json_string(who));
-        rb_exec_done(x, 0, "an operator (%s) confirmed that %s is fenced", who, site_of(x));
+        char how[200];
+        snprintf(how, sizeof how, "an operator (%s) confirmed that %s is fenced", who, site_of(x));
+        fenced(x, how);
         return;
     }
     char why[128];
@@ -135,7 +153,9 @@ static void try_next(struct rb_exec *x)
         }
         if (wait == 0) {
             json_object_set_new(x->result, "method", json_string("lease"));
-            rb_exec_done(x, 0, "the lease of %s has surely expired", site_of(x));
+            char how[200];
+            snprintf(how, sizeof how, "the lease of %s has surely expired", site_of(x));
+            fenced(x, how);
             return;
         }
         if (!fr->timer_open) {

@@ -283,7 +283,8 @@ int proc_start(uv_loop_t *loop, const struct proc_opts *o, proc_done_cb cb, void
     close(fds[1]);
     fds[1] = -1;
     if (result < 0) {
-        log_error("proc: cannot run %s: %s", o->argv[0], uv_strerror(result));
+        /* The caller reports it, with its context. */
+        log_debug("proc: cannot run %s: %s", o->argv[0], uv_strerror(result));
         /* libuv wants the process handle closed even after a failed spawn. */
         p->silent = true;
         finish(p);

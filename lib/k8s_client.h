@@ -196,7 +196,8 @@ struct k8s_scale_item {
 
 /* status 0 or a negative errno: -ETIMEDOUT (not ready in time: the detail
  * lists what is missing), -ENOENT (a name or selector found nothing),
- * -ESTALE (annotation), -ECANCELED, or a request's error. */
+ * -ESTALE (annotation), -ECANCELED, or a request's error. items are the
+ * objects resolved so far (NULL when n is 0). */
 typedef void (*k8s_scale_cb)(struct k8s_scale *s, int status, const char *detail,
                              const struct k8s_scale_item *items, size_t n, void *arg);
 

@@ -848,7 +848,8 @@ static void on_scaled(struct k8s_scale *s, int status, const char *detail,
     x->status = status;
     snprintf(x->detail, sizeof x->detail, "%s", detail);
     x->n_items = n < 8 ? n : 8;
-    memcpy(x->items, items, x->n_items * sizeof *items);
+    if (x->n_items) /* items may be NULL when none was resolved */
+        memcpy(x->items, items, x->n_items * sizeof *items);
 }
 
 static uint64_t scale(struct ctx *x, const struct k8s_scale_opts *o)

@@ -279,6 +279,21 @@ static bool ytrue(struct ynode *map, const char *key)
     return v && (strcmp(v, "true") == 0 || strcmp(v, "True") == 0 || strcmp(v, "TRUE") == 0);
 }
 
+/* Depth is bounded by the YAML reader (YDOC_MAX_DEPTH). */
+static void wipe_node(struct ynode *n)
+{
+    if (!n)
+        return;
+    if (n->type == YNODE_SCALAR && n->str)
+        explicit_bzero(n->str, n->len);
+    for (size_t i = 0; n->type == YNODE_SEQ && i < n->n; i++)
+        wipe_node(n->items[i]);
+    for (size_t i = 0; n->type == YNODE_MAP && i < n->n; i++) {
+        wipe_node(n->pairs[i].key);
+        wipe_node(n->pairs[i].value);
+    }
+}
+
 static int load_kubeconfig(struct k8s_client *c, const struct k8s_config *cfg, char *err,
                            size_t len)
 {
@@ -422,26 +437,7 @@ static int load_kubeconfig(struct k8s_client *c, const struct k8s_config *cfg, c
     }
 out:
     /* The document holds secrets (token, key data): wipe before freeing. */
-    if (doc.root) {
-        struct ynode *stack[YDOC_MAX_DEPTH + 2];
-        size_t sp = 0;
-        stack[sp++] = doc.root;
-        while (sp) {
-            struct ynode *n = stack[--sp];
-            if (n->type == YNODE_SCALAR && n->str)
-                explicit_bzero(n->str, n->len);
-            for (size_t i = 0; n->type == YNODE_SEQ && i < n->n; i++) {
-                if (sp < YDOC_MAX_DEPTH + 2)
-                    stack[sp++] = n->items[i];
-            }
-            for (size_t i = 0; n->type == YNODE_MAP && i < n->n; i++) {
-                if (sp < YDOC_MAX_DEPTH + 1) {
-                    stack[sp++] = n->pairs[i].key;
-                    stack[sp++] = n->pairs[i].value;
-                }
-            }
-        }
-    }
+    wipe_node(doc.root);
     ydoc_free(&doc);
     diag_free(&d);
     return result;

@@ -361,6 +361,37 @@ static void test_kubeconfig_token(void **state)
     ctx_done(&x);
 }
 
+/* tls-server-name: connect to the server's address, verify another name. */
+static void test_kubeconfig_tls_server_name(void **state)
+{
+    (void)state;
+    struct ctx x;
+    char kc[300], port[16];
+    const char *names[] = { "localhost", "wrong.example" };
+    int want[] = { 0, -EKEYREJECTED };
+    snprintf(port, sizeof port, "%s", strrchr(server, ':') + 1);
+    path(kc, "sni.kubeconfig");
+    ctx_init(&x);
+    for (int i = 0; i < 2; i++) {
+        write_kubeconfig(kc,
+                         "clusters: [{name: c, cluster: {server: %s, certificate-authority: %s, "
+                         "tls-server-name: %s}}]\n"
+                         "users: [{name: u, user: {token: %s}}]\n"
+                         "contexts: [{name: x, context: {cluster: c, user: u}}]\n"
+                         "current-context: x\n",
+                         server, ca, names[i], TOKEN);
+        struct k8s_config cfg = { .kubeconfig = kc };
+        k8s_client_free(x.k);
+        new_client(&x, &cfg);
+        char expect[96];
+        snprintf(expect, sizeof expect, "https://%s:%s", names[i], port);
+        assert_string_equal(k8s_client_server(x.k), expect);
+        get(&x, K8S_DEPLOYMENT, "ess", "ess-haproxy");
+        assert_int_equal(x.status, want[i]);
+    }
+    ctx_done(&x);
+}
+
 /* tokenFile (read per request, relative to the kubeconfig) and the CA as
  * certificate-authority-data. */
 static void test_kubeconfig_token_file_and_ca_data(void **state)
@@ -1164,6 +1195,7 @@ int main(void)
         cmocka_unit_test(test_bad_token_401),
         cmocka_unit_test(test_token_file_reread),
         cmocka_unit_test(test_kubeconfig_token),
+        cmocka_unit_test(test_kubeconfig_tls_server_name),
         cmocka_unit_test(test_kubeconfig_token_file_and_ca_data),
         cmocka_unit_test(test_kubeconfig_client_cert_files),
         cmocka_unit_test(test_kubeconfig_client_cert_data),

@@ -161,27 +161,35 @@ static void trim(struct buf *b)
         b->data[--b->len] = '\0';
 }
 
-/* A token file's content; the caller wipes and frees *out. */
+/* A token file's content; the caller wipes and frees *out. Every copy
+ * of the token made on the way is wiped. */
 static int read_token(const char *path, char **out, char *err, size_t len)
 {
     struct buf b;
+    int result = 0;
     *out = NULL;
-    int rc = read_file(path, TOKEN_MAX, &b);
-    if (rc < 0)
-        return errf(err, len, rc, "cannot read token file %s: %s", path,
-                    rc == -EMSGSIZE ? "larger than 16 kB" : strerror(-rc));
-    trim(&b);
-    size_t start = 0;
-    while (start < b.len && (unsigned char)b.data[start] <= ' ')
-        start++;
-    if (start == b.len || strpbrk(b.data + start, "\r\n")) {
-        wipe_free(b.data, b.alloc);
-        return errf(err, len, -EINVAL, "token file %s is empty or has several lines", path);
+    buf_init(&b, TOKEN_MAX);
+    int rc = fsutil_read(path, &b);
+    if (rc < 0) {
+        result = errf(err, len, rc, "cannot read token file %s: %s", path,
+                      rc == -EMSGSIZE ? "larger than 16 kB" : strerror(-rc));
+        goto out;
     }
-    if (start)
-        memmove(b.data, b.data + start, b.len - start + 1);
-    *out = b.data; /* allocated by buf: at least len+1 bytes */
-    return 0;
+    trim(&b);
+    const char *tok = b.data ? b.data : "";
+    while (*tok && (unsigned char)*tok <= ' ')
+        tok++;
+    if (!*tok || strpbrk(tok, "\r\n")) {
+        result = errf(err, len, -EINVAL, "token file %s is empty or has several lines", path);
+        goto out;
+    }
+    if (!(*out = strdup(tok)))
+        result = -ENOMEM;
+out:
+    if (b.data)
+        explicit_bzero(b.data, b.alloc);
+    buf_free(&b);
+    return result;
 }
 
 static int b64decode(const char *in, char **out, size_t *outlen)

@@ -15,8 +15,11 @@ static const struct fence_driver *driver_for(enum fence_method m)
     case FENCE_POSTGRES:
         return &fence_driver_postgres;
     case FENCE_K8S:
+        return &fence_driver_k8s;
     case FENCE_REDFISH:
+        return &fence_driver_redfish;
     case FENCE_EXEC:
+        return &fence_driver_exec;
     case FENCE_MANUAL:
     case FENCE_LEASE:
         break;

@@ -78,5 +78,8 @@ void fence_op_step(struct fence_op *op, const char *step);
 void fence_op_released(struct fence_op *op);
 
 extern const struct fence_driver fence_driver_postgres;
+extern const struct fence_driver fence_driver_k8s;
+extern const struct fence_driver fence_driver_redfish;
+extern const struct fence_driver fence_driver_exec;
 
 #endif

@@ -699,6 +699,27 @@ static int setup_tls(struct http_request *r, const struct http_request_opts *o)
         SETOPT(e, CURLOPT_SSLCERT, o->client_cert);
     if (o->client_key)
         SETOPT(e, CURLOPT_SSLKEY, o->client_key);
+    /* Blobs are copied by curl (CURL_BLOB_COPY): the caller's memory may go
+     * as soon as the request is started. */
+    if (o->ca_pem) {
+        struct curl_blob blob = { (void *)o->ca_pem, o->ca_pem_len, CURL_BLOB_COPY };
+        SETOPT(e, CURLOPT_CAINFO_BLOB, &blob);
+        /* Only the blob is trusted, never the system store as well. */
+        SETOPT(e, CURLOPT_CAINFO, (char *)NULL);
+        SETOPT(e, CURLOPT_CAPATH, (char *)NULL);
+    }
+    if (o->client_cert_pem) {
+        struct curl_blob blob = { (void *)o->client_cert_pem, o->client_cert_pem_len,
+                                  CURL_BLOB_COPY };
+        SETOPT(e, CURLOPT_SSLCERT_BLOB, &blob);
+        SETOPT(e, CURLOPT_SSLCERTTYPE, "PEM");
+    }
+    if (o->client_key_pem) {
+        struct curl_blob blob = { (void *)o->client_key_pem, o->client_key_pem_len,
+                                  CURL_BLOB_COPY };
+        SETOPT(e, CURLOPT_SSLKEY_BLOB, &blob);
+        SETOPT(e, CURLOPT_SSLKEYTYPE, "PEM");
+    }
     /* Not every TLS backend supports this; the expiry is then unknown. */
     if (curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx) == CURLE_OK)
         SETOPT(e, CURLOPT_SSL_CTX_DATA, r);
@@ -796,8 +817,20 @@ static int check_opts(const struct http_request_opts *o)
         log_error("http: bad method");
         return -EINVAL;
     }
-    if ((o->client_cert == NULL) != (o->client_key == NULL)) {
+    int has_cert = o->client_cert != NULL || o->client_cert_pem != NULL;
+    int has_key = o->client_key != NULL || o->client_key_pem != NULL;
+    if (has_cert != has_key) {
         log_error("http: client_cert and client_key go together");
+        return -EINVAL;
+    }
+    if ((o->ca_file && o->ca_pem) || (o->client_cert && o->client_cert_pem) ||
+        (o->client_key && o->client_key_pem)) {
+        log_error("http: a TLS file and the same from memory are exclusive");
+        return -EINVAL;
+    }
+    if ((o->ca_pem && !o->ca_pem_len) || (o->client_cert_pem && !o->client_cert_pem_len) ||
+        (o->client_key_pem && !o->client_key_pem_len)) {
+        log_error("http: empty PEM data");
         return -EINVAL;
     }
     return 0;

@@ -66,6 +66,14 @@ struct http_request_opts {
     int insecure;            /* 1: do not verify the peer certificate nor its name */
     const char *client_cert; /* PEM file */
     const char *client_key;  /* PEM file */
+    /* The same from memory (PEM text, copied; e.g. a kubeconfig's *-data
+     * fields): each replaces its file option, which must then be NULL. */
+    const void *ca_pem;
+    size_t ca_pem_len;
+    const void *client_cert_pem;
+    size_t client_cert_pem_len;
+    const void *client_key_pem;
+    size_t client_key_pem_len;
 
     /* At most one of these. basic_auth is "user:password" (read by the caller). */
     const char *bearer_token;

@@ -67,8 +67,8 @@ static void draw(json_t *st)
         return;
     }
     printf("\nrun %s  %s  %s -> %s  epoch %lld  %s\n", str(run, "id"), str(run, "runbook"),
-           str(run, "from"), str(run, "to"), (long long)json_integer_value(json_object_get(run, "epoch")),
-           str(run, "state"));
+           str(run, "from"), str(run, "to"),
+           (long long)json_integer_value(json_object_get(run, "epoch")), str(run, "state"));
     size_t i;
     json_t *step;
     json_array_foreach(json_object_get(run, "steps"), i, step)
@@ -181,14 +181,15 @@ int cmd_console(const struct cli_args *a)
             snprintf(asked, sizeof asked, "%s", key);
             if (got == 1) {
                 bool yes = line[0] == 'y' || line[0] == 'Y';
-                json_t *body = json_pack("{s:s,s:s}", "shown", prompt, "reason",
-                                         "answered no at the console");
+                json_t *body =
+                    json_pack("{s:s,s:s}", "shown", prompt, "reason", "answered no at the console");
                 char path[256];
                 snprintf(path, sizeof path, "/v1/runs/%s/steps/%s/%s", run, step,
                          yes ? "approve" : "deny");
                 json_t *ans = NULL;
                 int c2 = api_call(cfg.api.socket, "POST", path, body, &ans, err, sizeof err);
-                const char *msg = json_string_value(json_object_get(ans, c2 == 200 ? "detail" : "error"));
+                const char *msg =
+                    json_string_value(json_object_get(ans, c2 == 200 ? "detail" : "error"));
                 printf("%s\n", msg ? msg : (c2 < 0 ? err : "no answer"));
                 json_decref(ans);
                 json_decref(body);

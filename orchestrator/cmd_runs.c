@@ -93,7 +93,8 @@ static char *gate_prompt(const struct config *cfg, const char *run, const char *
         json_t *s;
         json_array_foreach(json_object_get(ans, "steps"), i, s)
         {
-            const char *p = json_string_value(json_object_get(json_object_get(s, "gate"), "prompt"));
+            const char *p =
+                json_string_value(json_object_get(json_object_get(s, "gate"), "prompt"));
             if (p && !strcmp(json_string_value(json_object_get(s, "id")), step))
                 prompt = strdup(p);
         }
@@ -118,7 +119,8 @@ static int decide(const struct cli_args *a, bool approve)
     }
     char *prompt = gate_prompt(&cfg, run, step);
     if (prompt)
-        printf("%s step '%s' of run %s: %s\n", approve ? "Approving" : "Denying", step, run, prompt);
+        printf("%s step '%s' of run %s: %s\n", approve ? "Approving" : "Denying", step, run,
+               prompt);
     json_t *body = json_pack("{s:s}", "shown", prompt ? prompt : "(nothing shown: command line)");
     if (reason)
         json_object_set_new(body, "reason", json_string(reason));

@@ -92,13 +92,12 @@ static void on_reply(int status, const char *detail, void *arg)
 {
     struct pending_req *p = arg;
     if (!p->aborted) {
-        unsigned code = status == 0            ? p->ok_status
-                        : status == -ENOENT    ? 404
+        unsigned code = status == 0                               ? p->ok_status
+                        : status == -ENOENT                       ? 404
                         : status == -EBUSY || status == -EALREADY ? 409
-                        : status == -EINVAL    ? 400
-                        : status == -EAGAIN || status == -ENOTCONN || status == -ETIMEDOUT
-                            ? 503
-                            : 500;
+                        : status == -EINVAL                       ? 400
+                        : status == -EAGAIN || status == -ENOTCONN || status == -ETIMEDOUT ? 503
+                                                                                           : 500;
         json_t *j = status == 0 ? json_pack("{s:b,s:s}", "ok", 1, "detail", detail)
                                 : json_pack("{s:s}", "error", detail);
         respond_json(p->req, code, j);
@@ -144,8 +143,8 @@ static void handle_runs(struct control *c, struct httpd_request *req, const char
         const char *kind = json_string_value(json_object_get(body, "kind"));
         const char *to = json_string_value(json_object_get(body, "to"));
         const char *rb = json_string_value(json_object_get(body, "runbook"));
-        if (!kind || !to || (strcmp(kind, "failover") && strcmp(kind, "switchover") &&
-                             strcmp(kind, "failback"))) {
+        if (!kind || !to ||
+            (strcmp(kind, "failover") && strcmp(kind, "switchover") && strcmp(kind, "failback"))) {
             json_decref(body);
             respond_error(req, 400, "need {\"kind\": failover|switchover|failback, \"to\": SITE}");
             return;

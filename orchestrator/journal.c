@@ -71,8 +71,8 @@ int64_t journal_last_seq(struct journal *j, const char *run)
     json_t *recs = journal_read(j, run);
     int64_t seq = 0;
     if (recs && json_array_size(recs))
-        seq = json_integer_value(json_object_get(json_array_get(recs, json_array_size(recs) - 1),
-                                                 "seq"));
+        seq = json_integer_value(
+            json_object_get(json_array_get(recs, json_array_size(recs) - 1), "seq"));
     json_decref(recs);
     return seq;
 }

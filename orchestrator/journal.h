@@ -9,7 +9,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
-#define JOURNAL_MAX_BYTES (16u << 20) /* per run: a run is a few dozen records */
+#define JOURNAL_MAX_BYTES   (16u << 20) /* per run: a run is a few dozen records */
 #define JOURNAL_MAX_RECORDS 10000
 
 struct journal {

@@ -99,13 +99,15 @@ static int build(struct notifier *n, struct message *m, const char *event, const
                 o += (size_t)snprintf(room + o, sizeof room - o, "%%%02X", (unsigned char)*c);
         }
         room[o] = '\0';
-        snprintf(m->url, sizeof m->url, "%s/_matrix/client/v3/rooms/%s/send/m.room.message/triad-%ld-%lu",
-                 url, room, (long)time(NULL), ++n->txn);
+        snprintf(m->url, sizeof m->url,
+                 "%s/_matrix/client/v3/rooms/%s/send/m.room.message/triad-%ld-%lu", url, room,
+                 (long)time(NULL), ++n->txn);
         snprintf(m->auth, sizeof m->auth, "%s", token);
         explicit_bzero(token, strlen(token));
         free(token);
         body = json_pack("{s:s}", "msgtype", "m.text");
-        json_object_set_new(body, "body", json_sprintf("[triad %s/%s] %s", cfg->cluster, cfg->site, text));
+        json_object_set_new(body, "body",
+                            json_sprintf("[triad %s/%s] %s", cfg->cluster, cfg->site, text));
         break;
     }
     case NOTIFY_PAGERDUTY: {
@@ -114,7 +116,7 @@ static int build(struct notifier *n, struct message *m, const char *event, const
             free(url_secret);
             return -EACCES;
         }
-        const char *sev = !strcmp(severity, "critical") ? "critical"
+        const char *sev = !strcmp(severity, "critical")  ? "critical"
                           : !strcmp(severity, "warning") ? "warning"
                                                          : "info";
         body = json_pack("{s:s,s:s,s:{s:s,s:s,s:s}}", "routing_key", key, "event_action", "trigger",
@@ -242,7 +244,8 @@ void notify_send(struct notifier *n, const char *event, const char *severity, co
             continue;
         if (n->queued >= NOTIFY_QUEUE_MAX) {
             n->failed++;
-            log_ev(LOG_WARN, "notify-dropped", "the notification queue is full", { "target", t->name });
+            log_ev(LOG_WARN, "notify-dropped", "the notification queue is full",
+                   { "target", t->name });
             continue;
         }
         struct message *m = calloc(1, sizeof *m);

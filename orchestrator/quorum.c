@@ -481,11 +481,11 @@ static void on_vote_req(struct quorum *q, int from, json_t *msg, int64_t now)
         /* A run whose leader we cannot hear either: one we know is in
          * progress, or the very decision we also hold. */
         const char *run = json_string_value(json_object_get(msg, "run"));
-        bool known = q->run_active || (run && q->d.decision_epoch &&
-                                       strcmp(run, q->d.decision_run) == 0);
+        bool known =
+            q->run_active || (run && q->d.decision_epoch && strcmp(run, q->d.decision_run) == 0);
         if (!known || leader_alive(q, now)) {
-            deny_vote(q, from, epoch, known ? "I still hear the run's leader"
-                                            : "I know of no run in progress");
+            deny_vote(q, from, epoch,
+                      known ? "I still hear the run's leader" : "I know of no run in progress");
             return;
         }
     } else {
@@ -739,8 +739,8 @@ static void stand(struct quorum *q, int64_t now, enum quorum_reason reason)
     event(q, "+vote", "for=%s epoch=%lld", quorum_site_name(q, q->self), (long long)q->d.epoch);
     broadcast(q, json_pack("{s:s,s:I,s:s,s:s,s:s,s:s}", "t", "vote-req", "epoch",
                            (json_int_t)q->d.epoch, "candidate", quorum_site_name(q, q->self),
-                           "target_down", quorum_site_name(q, down), "reason",
-                           reason_name(reason), "run", q->d.decision_run));
+                           "target_down", quorum_site_name(q, down), "reason", reason_name(reason),
+                           "run", q->d.decision_run));
     if (count(q->votes, q->n) >= q->need) {
         q->role = QROLE_LEADER;
         q->leader = q->self;
@@ -765,8 +765,7 @@ static bool want_takeover(const struct quorum *q, int64_t now)
            quorum_has_majority(q, now);
 }
 
-int quorum_request(struct quorum *q, const char *kind, int to, const char *runbook,
-                   int64_t now_ms)
+int quorum_request(struct quorum *q, const char *kind, int to, const char *runbook, int64_t now_ms)
 {
     if (to < 0 || to >= q->n)
         return -EINVAL;

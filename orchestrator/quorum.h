@@ -72,7 +72,7 @@ struct quorum_durable {
     char decision_run[40];
     char decision_kind[16]; /* failover | switchover | failback */
     char decision_runbook[64];
-    bool fenced;            /* hard fence: another site was made primary */
+    bool fenced; /* hard fence: another site was made primary */
 };
 
 struct quorum;
@@ -145,7 +145,7 @@ struct quorum {
     /* Elections. */
     enum quorum_role role;
     enum quorum_reason reason;
-    int req_to;               /* operator: the site asked for */
+    int req_to; /* operator: the site asked for */
     char req_kind[16];
     char req_runbook[64];
     int64_t stand_at_ms;     /* when we will stand (0 = not planned) */
@@ -182,8 +182,7 @@ void quorum_tick(struct quorum *q, int64_t now_ms);
  * with a runbook): this daemon stands for election and, once leader,
  * records the decision. 0, -EBUSY (a run is in progress or an election
  * is under way), -EAGAIN (no majority heard), -EINVAL (bad site). */
-int quorum_request(struct quorum *q, const char *kind, int to, const char *runbook,
-                   int64_t now_ms);
+int quorum_request(struct quorum *q, const char *kind, int to, const char *runbook, int64_t now_ms);
 
 /* Site state as this daemon reports it (status, metrics). */
 enum quorum_site_state quorum_site_state(const struct quorum *q, int site);

@@ -34,10 +34,10 @@ struct runs {
     struct daemon *d;
     struct journal journal;
     struct rb_env env;
-    struct rb_run *run;      /* the run we lead */
-    char current[64];        /* the newest run we know of */
+    struct rb_run *run; /* the run we lead */
+    char current[64];   /* the newest run we know of */
     bool current_ended;
-    int64_t current_seq;     /* last record we hold of it */
+    int64_t current_seq; /* last record we hold of it */
     /* anti-flapping */
     char block_run[64];
     int64_t block_until_wall; /* 0: none */
@@ -80,7 +80,9 @@ static void block_load(struct runs *r)
     if (fsutil_read(r->block_path, &b) == 0) {
         json_t *j = json_loadb(b.data ? b.data : "", b.len, 0, NULL);
         snprintf(r->block_run, sizeof r->block_run, "%s",
-                 json_string_value(json_object_get(j, "run")) ? json_string_value(json_object_get(j, "run")) : "");
+                 json_string_value(json_object_get(j, "run"))
+                     ? json_string_value(json_object_get(j, "run"))
+                     : "");
         r->block_until_wall = json_integer_value(json_object_get(j, "until_wall_ms"));
         r->acked = json_is_true(json_object_get(j, "acked"));
         json_decref(j);
@@ -166,8 +168,8 @@ static void on_journal_msg(struct runs *r, int site, json_t *msg)
     int64_t seq = journal_append(&r->journal, run, rec);
     if (seq == -ERANGE) {
         int64_t have = journal_last_seq(&r->journal, run);
-        json_t *pull = json_pack("{s:s,s:s,s:I}", "t", "journal-pull", "run", run, "after",
-                                 (json_int_t)have);
+        json_t *pull =
+            json_pack("{s:s,s:s,s:I}", "t", "journal-pull", "run", run, "after", (json_int_t)have);
         peers_send(r->d->peers, site, pull);
         json_decref(pull);
         return;
@@ -217,8 +219,8 @@ static void on_journal_head(struct runs *r, int site, json_t *msg)
         return;
     int64_t have = journal_last_seq(&r->journal, run);
     if (have < seq) {
-        json_t *pull = json_pack("{s:s,s:s,s:I}", "t", "journal-pull", "run", run, "after",
-                                 (json_int_t)have);
+        json_t *pull =
+            json_pack("{s:s,s:s,s:I}", "t", "journal-pull", "run", run, "after", (json_int_t)have);
         peers_send(r->d->peers, site, pull);
         json_decref(pull);
     }
@@ -310,8 +312,8 @@ static void start_run(struct runs *r, const struct quorum_durable *dur)
         r->current_seq = json_integer_value(json_object_get(last, "seq"));
         snprintf(r->current, sizeof r->current, "%s", dur->decision_run);
         r->current_ended = false;
-        json_t *rec = json_pack("{s:s,s:s,s:I}", "t", "takeover", "run", dur->decision_run,
-                                "epoch", (json_int_t)dur->decision_epoch);
+        json_t *rec = json_pack("{s:s,s:s,s:I}", "t", "takeover", "run", dur->decision_run, "epoch",
+                                (json_int_t)dur->decision_epoch);
         json_object_set_new(rec, "ts_ms", json_integer(wall_ms()));
         on_journal(r->run, rec);
         json_decref(rec);
@@ -340,8 +342,8 @@ static int apply_decide(struct runs *r, const char *run, const char *step, bool 
         snprintf(detail, len, "run %s is not in progress here", run);
         return -ENOENT;
     }
-    int rc = approve ? rb_run_approve(r->run, step, who, shown)
-                     : rb_run_deny(r->run, step, who, reason);
+    int rc =
+        approve ? rb_run_approve(r->run, step, who, shown) : rb_run_deny(r->run, step, who, reason);
     switch (rc) {
     case 0:
         snprintf(detail, len, "%s %s of run %s", approve ? "approved" : "denied", step, run);
@@ -420,8 +422,8 @@ static void forward(struct runs *r, json_t *msg, runs_reply_cb cb, void *arg)
 }
 
 void runs_request_decide(struct runs *r, const char *run, const char *step, bool approve,
-                         const char *who, const char *reason, const char *shown,
-                         runs_reply_cb cb, void *arg)
+                         const char *who, const char *reason, const char *shown, runs_reply_cb cb,
+                         void *arg)
 {
     char detail[256];
     if (r->run && !strcmp(r->run->id, run)) {
@@ -478,9 +480,10 @@ void runs_request_start(struct runs *r, const char *kind, const char *to, const 
         return;
     }
     int rc = quorum_request(q, kind, site, runbook, loop_now_ms());
-    const char *detail = rc == 0         ? "standing for election; the run starts once a majority "
-                                           "records the decision"
-                         : rc == -EBUSY  ? "a run is already in progress, or an election is under way"
+    const char *detail = rc == 0 ? "standing for election; the run starts once a majority "
+                                   "records the decision"
+                         : rc == -EBUSY
+                             ? "a run is already in progress, or an election is under way"
                          : rc == -EAGAIN ? "this site does not hear a majority"
                                          : "refused";
     if (rc == 0)

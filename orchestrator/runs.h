@@ -41,8 +41,8 @@ json_t *runs_journal(struct runs *r, const char *id);
 void runs_request_start(struct runs *r, const char *kind, const char *to, const char *runbook,
                         const char *who, runs_reply_cb cb, void *arg);
 void runs_request_decide(struct runs *r, const char *run, const char *step, bool approve,
-                         const char *who, const char *reason, const char *shown,
-                         runs_reply_cb cb, void *arg);
+                         const char *who, const char *reason, const char *shown, runs_reply_cb cb,
+                         void *arg);
 void runs_request_abort(struct runs *r, const char *run, const char *who, runs_reply_cb cb,
                         void *arg);
 void runs_request_ack(struct runs *r, const char *who, runs_reply_cb cb, void *arg);

@@ -222,9 +222,38 @@ static void read_tls(struct reader *r, struct ynode *n)
     yread_unknown_keys(r->d, n, keys);
 }
 
+static void read_pg_local(struct reader *r, struct ynode *n, struct cfg_pg_local *l)
+{
+    static const char *const keys[] = { "data_dir", "bindir", "os_user", "start", "stop", NULL };
+    if (!yread_expect(r->d, n, YNODE_MAP, "'local'"))
+        return;
+    l->set = true;
+    if (yread_str(r->d, n, "data_dir", &l->data_dir) == 0)
+        missing(r, n, "local", "data_dir");
+    if (yread_str(r->d, n, "bindir", &l->bindir) <= 0)
+        l->bindir = strdup("/usr/lib/postgresql/15/bin");
+    if (yread_str(r->d, n, "os_user", &l->os_user) <= 0)
+        l->os_user = strdup("postgres");
+    if (yread_str_list(r->d, n, "start", CFG_MAX_LIST, &l->start, &l->n_start) == 0)
+        missing(r, n, "local", "start");
+    if (yread_str_list(r->d, n, "stop", CFG_MAX_LIST, &l->stop, &l->n_stop) == 0)
+        missing(r, n, "local", "stop");
+    const char *const *lists[2] = { (const char *const *)l->start, (const char *const *)l->stop };
+    size_t counts[2] = { l->n_start, l->n_stop };
+    const char *names[2] = { "start", "stop" };
+    for (int k = 0; k < 2; k++) {
+        if (counts[k] && lists[k][0][0] != '/')
+            yread_error(r->d, ynode_get(n, names[k]),
+                        "'%s' must begin with an absolute program path (no shell)", names[k]);
+    }
+    if (l->bindir && l->bindir[0] != '/')
+        yread_error(r->d, ynode_get(n, "bindir"), "'bindir' must be an absolute path");
+    yread_unknown_keys(r->d, n, keys);
+}
+
 static void read_pg_cluster(struct reader *r, struct ynode *key, struct ynode *n)
 {
-    static const char *const keys[] = { "dbname", "members", NULL };
+    static const char *const keys[] = { "dbname", "members", "local", NULL };
     struct cfg_postgres *pg = &r->cfg->pg;
     if (pg->n_clusters >= CFG_MAX_LIST) {
         yread_error(r->d, key, "at most %d PostgreSQL clusters", CFG_MAX_LIST);
@@ -242,6 +271,9 @@ static void read_pg_cluster(struct reader *r, struct ynode *key, struct ynode *n
         return;
     if (yread_str(r->d, n, "dbname", &c->dbname) <= 0)
         c->dbname = strdup(c->name);
+    struct ynode *loc = ynode_get(n, "local");
+    if (loc && !ynode_is_null(loc))
+        read_pg_local(r, loc, &c->local);
     struct ynode *m = ynode_get(n, "members");
     if (!m || ynode_is_null(m)) {
         missing(r, n, "PostgreSQL cluster", "members");
@@ -1306,6 +1338,12 @@ void config_free(struct config *cfg)
             free(pg->clusters[i].members[j].host);
         }
         free(pg->clusters[i].members);
+        struct cfg_pg_local *l = &pg->clusters[i].local;
+        free(l->data_dir);
+        free(l->bindir);
+        free(l->os_user);
+        str_list_free(l->start, l->n_start);
+        str_list_free(l->stop, l->n_stop);
     }
     free(pg->clusters);
     for (size_t i = 0; i < pg->n_groups; i++) {

@@ -80,11 +80,26 @@ struct cfg_member {
     uint16_t port;
 };
 
+/* How the daemon on a member's own host manages that PostgreSQL (clean
+ * shutdown, pg_rewind, restart as a replica). Strings may contain {site},
+ * replaced by the member's site. */
+struct cfg_pg_local {
+    bool set;
+    char *data_dir;
+    char *bindir;
+    char *os_user;
+    char **start; /* argv */
+    size_t n_start;
+    char **stop;
+    size_t n_stop;
+};
+
 struct cfg_pg_cluster {
     char *name;
     char *dbname;
     struct cfg_member *members;
     size_t n_members;
+    struct cfg_pg_local local;
     struct cfg_pos pos;
 };
 

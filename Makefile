@@ -56,8 +56,9 @@ FIXTURE_BINS := $(FIXTURE_SRCS:tests/fixtures/%.c=$(BUILD)/fixtures/%)
 
 all: triad
 
+# Replaced by rename: a running daemon keeps its old binary ("text file busy").
 triad: $(BUILD)/triad
-	@cp $< $@
+	@cp $< $@.tmp && mv -f $@.tmp $@
 
 $(BUILD)/triad: $(MAIN_OBJ) $(LIBTRIAD)
 	@echo "  LINK    $@"

@@ -69,6 +69,8 @@ typedef void (*rb_confirm_cb)(struct rb_exec *x, bool approved, const char *who,
 struct rb_env {
     uv_loop_t *loop;
     const struct config *cfg;
+    /* The site of the daemon running the action (its own host). */
+    const char *site;
     struct http_client *http;
     struct dns_client *dns;
     /* The last result of a probe, or NULL (no daemon: no probe data). */
@@ -128,6 +130,11 @@ struct rb_action_ops {
      * is nothing to observe afterwards (wait, notify): the engine does not
      * check again after it. */
     bool self_verifying;
+    /* The parameter naming the site whose own daemon must run this action
+     * (it needs that host's files: pg_ctl, pg_rewind). NULL: any daemon.
+     * The leader delegates such steps; an action started elsewhere fails
+     * with -EREMOTE. */
+    const char *runs_on;
 };
 
 enum rb_op { RB_OP_CHECK, RB_OP_RUN, RB_OP_READY };

@@ -77,6 +77,14 @@ struct rb_exec *rb_exec_start(struct rb_env *env, const struct rb_step *step, js
     x->arg = arg;
     uv_timer_init(env->loop, &x->timer);
     x->timer.data = x;
+    /* A step that needs another site's host: the host must delegate it. */
+    if (a->runs_on && env->site) {
+        const char *where = json_string_value(json_object_get(params, a->runs_on));
+        if (where && strcmp(where, env->site) != 0) {
+            finish(x, -EREMOTE, "this step must run on the daemon of its site");
+            return x;
+        }
+    }
     switch (op) {
     case RB_OP_CHECK:
         if (a->check)

@@ -206,8 +206,11 @@ static void update_views(struct daemon *d)
 static void on_probe(struct probe_sched *s, struct probe *p, bool changed, void *arg)
 {
     (void)s;
-    (void)p;
     struct daemon *d = arg;
+    /* Raw transitions (not debounced) go into a run's journal. */
+    if (d->runs && p->last.done && p->last.ok != p->prev_ok)
+        runs_probe_changed(d->runs, p->cfg->site, p->cfg->name, p->last.ok, p->last.detail);
+    p->prev_ok = p->last.ok;
     if (changed && !d->stopping) {
         update_views(d);
         quorum_tick(&d->q, loop_now_ms());

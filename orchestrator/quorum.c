@@ -189,6 +189,8 @@ static void update_odown(struct quorum *q, int64_t now)
         if (od == q->odown[s])
             continue;
         q->odown[s] = od;
+        if (od)
+            q->odown_ms[s] = now;
         event(q, od ? "+odown" : "-odown", "site=%s reporters=%d quorum=%d", quorum_site_name(q, s),
               count_sdown(q, s, now), q->need);
     }

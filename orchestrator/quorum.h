@@ -120,6 +120,7 @@ struct quorum {
     enum health_state own_view[QUORUM_MAX_SITES];
     int64_t own_view_ms[QUORUM_MAX_SITES]; /* when own view last changed */
     bool odown[QUORUM_MAX_SITES];
+    int64_t odown_ms[QUORUM_MAX_SITES]; /* when ODOWN last began (our clock) */
     struct quorum_peer peers[QUORUM_MAX_SITES];
 
     /* Heartbeats and lease requests (as primary). */

@@ -30,6 +30,25 @@ struct pending {
     int64_t deadline;
 };
 
+/* A step operation handed to another site's daemon, waiting for its answer. */
+struct delegation {
+    bool used;
+    uint64_t id;
+    struct rb_exec *x;
+};
+
+/* A step operation we run for the leader. */
+struct remote_exec {
+    struct runs *r;
+    int site; /* the leader that asked */
+    uint64_t id;
+    struct runbook *rb;
+    json_t *ctx;
+    struct rb_env env;
+    uv_timer_t guard;
+    struct rb_exec *x;
+};
+
 struct runs {
     struct daemon *d;
     struct journal journal;
@@ -45,6 +64,13 @@ struct runs {
     char block_path[4200];
     struct pending pending[PENDING_MAX];
     uint64_t next_req;
+    struct delegation deleg[PENDING_MAX];
+    struct remote_exec *remote[PENDING_MAX];
+    int remote_running;
+    bool closing;
+    int closes; /* the run and remote steps still closing */
+    void (*closed_cb)(void *);
+    void *closed_arg;
     int64_t next_head_ms;
 };
 
@@ -255,6 +281,200 @@ static void env_notify(struct rb_env *env, const char *severity, const char *tex
     notify_send(r->d->notifier, "run", severity, text);
 }
 
+/* ---- steps that must run on another site's daemon ---- */
+
+static bool env_delegate(struct rb_env *env, struct rb_exec *x, int op)
+{
+    struct runs *r = (struct runs *)(void *)((char *)env - offsetof(struct runs, env));
+    const char *site = json_string_value(json_object_get(x->params, x->action->runs_on));
+    int to = quorum_site_index(Q(r), site);
+    if (to < 0 || !r->run)
+        return false;
+    int slot = -1;
+    for (int i = 0; i < PENDING_MAX && slot < 0; i++) {
+        if (!r->deleg[i].used)
+            slot = i;
+    }
+    if (slot < 0)
+        return false;
+    struct delegation *dl = &r->deleg[slot];
+    dl->used = true;
+    dl->id = ++r->next_req;
+    dl->x = x;
+    static const char *const ops[] = { "check", "run", "ready" };
+    json_t *m = json_pack("{s:s,s:I,s:s,s:I,s:s,s:s,s:s,s:s,s:s,s:O}", "t", "exec", "id",
+                          (json_int_t)dl->id, "run", r->run->id, "epoch", (json_int_t)r->run->epoch,
+                          "runbook", r->run->rb->name, "from", r->run->from, "to", r->run->to,
+                          "step", x->step->id, "op", ops[op], "params", x->params);
+    int rc = peers_send(r->d->peers, to, m);
+    json_decref(m);
+    if (rc < 0) {
+        dl->used = false;
+        return false;
+    }
+    log_ev(LOG_INFO, "step-delegated", NULL, { "run", r->run->id }, { "step", x->step->id },
+           { "site", site }, { "op", ops[op] });
+    return true;
+}
+
+static void env_delegate_cancel(struct rb_env *env, struct rb_exec *x)
+{
+    struct runs *r = (struct runs *)(void *)((char *)env - offsetof(struct runs, env));
+    for (int i = 0; i < PENDING_MAX; i++) {
+        if (r->deleg[i].used && r->deleg[i].x == x)
+            r->deleg[i].used = false;
+    }
+}
+
+static void on_exec_result(struct runs *r, json_t *msg)
+{
+    uint64_t id = (uint64_t)json_integer_value(json_object_get(msg, "id"));
+    for (int i = 0; i < PENDING_MAX; i++) {
+        struct delegation *dl = &r->deleg[i];
+        if (!dl->used || dl->id != id)
+            continue;
+        dl->used = false;
+        if (dl->x->finished)
+            return; /* cancelled meanwhile */
+        json_t *res = json_object_get(msg, "result");
+        if (json_is_object(res))
+            json_object_update(dl->x->result, res);
+        const char *detail = json_string_value(json_object_get(msg, "detail"));
+        rb_exec_done(dl->x, (int)json_integer_value(json_object_get(msg, "status")), "%s (on %s)",
+                     detail ? detail : "", json_string_value(json_object_get(msg, "site"))
+                                               ? json_string_value(json_object_get(msg, "site"))
+                                               : "its site");
+        return;
+    }
+}
+
+static void runs_free_if_done(struct runs *r);
+
+static void remote_closed(uv_handle_t *h)
+{
+    struct remote_exec *re = h->data;
+    struct runs *r = re->r;
+    for (int i = 0; i < PENDING_MAX; i++) {
+        if (r->remote[i] == re)
+            r->remote[i] = NULL;
+    }
+    rb_free(re->rb);
+    json_decref(re->ctx);
+    r->remote_running--;
+    free(re);
+    runs_free_if_done(r);
+}
+
+static void remote_reply(struct remote_exec *re, int status, const char *detail, json_t *result)
+{
+    struct runs *r = re->r;
+    json_t *m = json_pack("{s:s,s:I,s:i,s:s,s:s}", "t", "exec-result", "id", (json_int_t)re->id,
+                          "status", status, "detail", detail, "site", r->d->cfg.site);
+    if (result)
+        json_object_set(m, "result", result);
+    peers_send(r->d->peers, re->site, m);
+    json_decref(m);
+}
+
+static void on_remote_done(struct rb_exec *x, int status, const char *detail, void *arg)
+{
+    struct remote_exec *re = arg;
+    re->x = NULL;
+    if (!re->r->closing)
+        remote_reply(re, status, detail, x->result);
+    uv_close((uv_handle_t *)&re->guard, remote_closed);
+}
+
+static void on_remote_guard(uv_timer_t *t)
+{
+    struct remote_exec *re = t->data;
+    if (re->x)
+        rb_exec_cancel(re->x, true);
+}
+
+/* The leader asks us to run a step of its run on our host. Only the leader
+ * of the epoch we hold the decision for may: the epoch is the fencing token
+ * here too. */
+static void on_exec(struct runs *r, int site, json_t *msg)
+{
+    struct quorum *q = Q(r);
+    int64_t epoch = json_integer_value(json_object_get(msg, "epoch"));
+    const char *run = json_string_value(json_object_get(msg, "run"));
+    const char *rbname = json_string_value(json_object_get(msg, "runbook"));
+    const char *step = json_string_value(json_object_get(msg, "step"));
+    const char *op = json_string_value(json_object_get(msg, "op"));
+    struct remote_exec tmp = { .r = r, .site = site,
+                               .id = (uint64_t)json_integer_value(json_object_get(msg, "id")) };
+    if (!run || !rbname || !step || !op) {
+        remote_reply(&tmp, -EINVAL, "malformed request", NULL);
+        return;
+    }
+    if (q->d.decision_epoch != epoch || q->d.decision_leader != site ||
+        strcmp(q->d.decision_run, run) != 0) {
+        remote_reply(&tmp, -EPERM,
+                     "refused: the sender is not the leader of the decision this site holds",
+                     NULL);
+        log_ev(LOG_WARN, "exec-refused", "a step was asked by a site that is not the leader",
+               { "from", quorum_site_name(q, site) }, { "run", run });
+        return;
+    }
+    const struct cfg_runbook_ref *ref = config_runbook(&r->d->cfg, rbname);
+    json_t *cj = config_to_json(&r->d->cfg);
+    struct runbook *rb = NULL;
+    struct diag dg;
+    diag_init(&dg);
+    if (!ref || rb_load(ref->path, cj, &rb, &dg) < 0) {
+        remote_reply(&tmp, -ENOENT, "this site cannot load that runbook", NULL);
+        diag_free(&dg);
+        json_decref(cj);
+        return;
+    }
+    diag_free(&dg);
+    const struct rb_step *st = NULL;
+    for (size_t i = 0; i < rb->n_steps; i++) {
+        if (!strcmp(rb->steps[i].id, step))
+            st = &rb->steps[i];
+    }
+    int slot = -1;
+    for (int i = 0; i < PENDING_MAX && slot < 0; i++) {
+        if (!r->remote[i])
+            slot = i;
+    }
+    struct remote_exec *re = st && slot >= 0 && !r->closing ? calloc(1, sizeof *re) : NULL;
+    if (!re) {
+        remote_reply(&tmp, -ENOENT, "no such step in this site's copy of the runbook", NULL);
+        rb_free(rb);
+        json_decref(cj);
+        return;
+    }
+    *re = tmp;
+    r->remote[slot] = re;
+    re->rb = rb;
+    re->ctx = rb_context(cj, run, epoch, json_string_value(json_object_get(msg, "from")),
+                         json_string_value(json_object_get(msg, "to")), rbname);
+    json_decref(cj);
+    re->env.loop = r->d->uv;
+    re->env.cfg = &r->d->cfg;
+    re->env.site = r->d->cfg.site;
+    re->env.http = r->d->http;
+    re->env.dns = r->d->dns;
+    re->env.probe = NULL;
+    uv_timer_init(r->d->uv, &re->guard);
+    re->guard.data = re;
+    uv_timer_start(&re->guard, on_remote_guard, (uint64_t)st->timeout_ms, 0);
+    r->remote_running++;
+    enum rb_op o = !strcmp(op, "check") ? RB_OP_CHECK : !strcmp(op, "ready") ? RB_OP_READY
+                                                                              : RB_OP_RUN;
+    log_ev(LOG_INFO, "step-remote", "running a step for the leader", { "run", run },
+           { "step", step }, { "op", op });
+    re->x = rb_exec_start(&re->env, st, json_object_get(msg, "params"), re->ctx, run, epoch, o,
+                          on_remote_done, re);
+    if (!re->x) {
+        remote_reply(re, -EIO, "cannot start the step", NULL);
+        uv_close((uv_handle_t *)&re->guard, remote_closed);
+    }
+}
+
 /* ---- starting and taking over ---- */
 
 static void on_run_closed(struct rb_run *run, void *arg)
@@ -294,6 +514,9 @@ static void start_run(struct runs *r, const struct quorum_durable *dur)
     r->env.probe = env_probe;
     r->env.lease_wait_ms = env_lease_wait;
     r->env.notify = env_notify;
+    r->env.delegate = env_delegate;
+    r->env.delegate_cancel = env_delegate_cancel;
+    r->env.site = d->cfg.site;
     struct rb_run_hooks hooks = { on_journal, on_run_event, r };
     json_t *records = journal_read(&r->journal, dur->decision_run);
     bool resume = records && json_array_size(records) > 0;
@@ -322,6 +545,44 @@ static void start_run(struct runs *r, const struct quorum_durable *dur)
     }
     json_decref(records);
     rb_run_go(r->run, resume);
+    if (!resume)
+        journal_detection(r, dur);
+}
+
+/* When the loss was seen, for the drill report's timeline: this site's
+ * sdown and ODOWN of the old primary, in wall-clock milliseconds. */
+static void journal_detection(struct runs *r, const struct quorum_durable *dur)
+{
+    struct quorum *q = Q(r);
+    int from = dur->decision_from;
+    int64_t mono = loop_now_ms(), wall = wall_ms();
+    json_t *rec = json_pack("{s:s,s:s,s:s}", "t", "detection", "site", r->d->cfg.site, "about",
+                            quorum_site_name(q, from));
+    if (q->own_view[from] == HEALTH_DOWN && q->own_view_ms[from])
+        json_object_set_new(rec, "sdown_ms", json_integer(wall - (mono - q->own_view_ms[from])));
+    if (q->odown[from] && q->odown_ms[from])
+        json_object_set_new(rec, "odown_ms", json_integer(wall - (mono - q->odown_ms[from])));
+    json_object_set_new(rec, "decided_ms", json_integer(wall));
+    json_object_set_new(rec, "ts_ms", json_integer(wall));
+    json_object_set_new(rec, "epoch", json_integer(dur->decision_epoch));
+    json_object_set_new(rec, "run", json_string(dur->decision_run));
+    on_journal(r->run, rec);
+    json_decref(rec);
+}
+
+/* A probe changed state while a run is in progress: journaled (the
+ * report lists every probe transition). */
+void runs_probe_changed(struct runs *r, const char *site, const char *probe, bool up,
+                        const char *detail)
+{
+    if (!r->run || rb_run_finished(r->run))
+        return;
+    json_t *rec = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:s,s:I}", "t", "probe", "site", site,
+                            "probe", probe, "state", up ? "up" : "down", "detail", detail,
+                            "ts_ms", (json_int_t)wall_ms(), "run", r->run->id, "epoch",
+                            (json_int_t)r->run->epoch);
+    on_journal(r->run, rec);
+    json_decref(rec);
 }
 
 void runs_decided(struct runs *r, const struct quorum_durable *dur)
@@ -546,6 +807,10 @@ bool runs_peer_message(struct runs *r, int site, json_t *msg)
         on_op(r, site, msg, t);
     else if (!strcmp(t, "op-result"))
         on_op_result(r, msg);
+    else if (!strcmp(t, "exec"))
+        on_exec(r, site, msg);
+    else if (!strcmp(t, "exec-result"))
+        on_exec_result(r, msg);
     else if (!strcmp(t, "op-ack"))
         apply_ack(r, json_is_string(json_object_get(msg, "who"))
                          ? json_string_value(json_object_get(msg, "who"))
@@ -661,42 +926,50 @@ int runs_init(struct runs **out, struct daemon *d)
     return 0;
 }
 
-struct close_ctx {
-    struct runs *r;
-    void (*cb)(void *);
-    void *arg;
-};
+static void runs_free_if_done(struct runs *r)
+{
+    if (!r->closing || r->closes > 0 || r->remote_running > 0)
+        return;
+    void (*cb)(void *) = r->closed_cb;
+    void *arg = r->closed_arg;
+    free(r);
+    if (cb)
+        cb(arg);
+}
 
 static void on_closed(struct rb_run *run, void *arg)
 {
     (void)run;
-    struct close_ctx *c = arg;
-    free(c->r); /* the run used r->env until now */
-    if (c->cb)
-        c->cb(c->arg);
-    free(c);
+    struct runs *r = arg;
+    r->closes--;
+    runs_free_if_done(r);
 }
 
 void runs_close(struct runs *r, void (*cb)(void *arg), void *arg)
 {
+    r->closing = true;
+    r->closed_cb = cb;
+    r->closed_arg = arg;
     for (int i = 0; i < PENDING_MAX; i++) {
         if (r->pending[i].used) {
             r->pending[i].used = false;
             r->pending[i].cb(-ESHUTDOWN, "the daemon is stopping", r->pending[i].arg);
         }
+        struct remote_exec *re = r->remote[i];
+        if (re) {
+            if (re->x) {
+                struct rb_exec *x = re->x;
+                re->x = NULL;
+                rb_exec_forget(x);
+                uv_close((uv_handle_t *)&re->guard, remote_closed);
+            }
+        }
     }
     struct rb_run *run = r->run;
-    struct close_ctx *c = malloc(sizeof *c);
-    if (!run || !c) {
-        free(c);
-        free(r);
-        if (cb)
-            cb(arg);
-        return;
-    }
-    c->r = r;
-    c->cb = cb;
-    c->arg = arg;
     r->run = NULL;
-    rb_run_close(run, on_closed, c);
+    if (run) {
+        r->closes++;
+        rb_run_close(run, on_closed, r); /* the run used r->env until it is closed */
+    }
+    runs_free_if_done(r);
 }

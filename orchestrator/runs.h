@@ -27,6 +27,9 @@ void runs_decided(struct runs *r, const struct quorum_durable *dur);
  * requests and their answers, acks. Returns true when it was one of ours. */
 bool runs_peer_message(struct runs *r, int site, json_t *msg);
 void runs_tick(struct runs *r);
+/* A probe's raw result changed (up/down): journaled while a run is on. */
+void runs_probe_changed(struct runs *r, const char *site, const char *probe, bool up,
+                        const char *detail);
 
 /* The current (or last) run for `triad status`, or JSON null. */
 json_t *runs_status(struct runs *r);

@@ -56,6 +56,7 @@ struct probe {
     int64_t started_ms;
     uint64_t runs, skipped;
     struct probe_result last;
+    bool prev_ok; /* for the owner: the previous result's outcome */
     struct probe_health health;
     /* Durations (for triad_probe_duration_seconds). */
     uint64_t buckets[PROBE_BUCKETS];

@@ -85,6 +85,12 @@ struct rb_env {
      * has nobody to ask (then the action must treat it as a denial). */
     void (*confirm)(struct rb_env *env, struct rb_exec *x, const char *question, rb_confirm_cb cb,
                     void *arg);
+    /* Hand an operation of a step that must run on another site's daemon
+     * (runs_on) to that daemon; the host completes x with rb_exec_done when
+     * the answer comes. false: it cannot (the step fails with -EREMOTE). */
+    bool (*delegate)(struct rb_env *env, struct rb_exec *x, int op);
+    /* A delegated operation was cancelled here: forget its answer. */
+    void (*delegate_cancel)(struct rb_env *env, struct rb_exec *x);
     /* Whether this is a dry run (`triad plan`): run is never called, check
      * and ready must not change anything. */
     bool dry_run;
@@ -103,6 +109,7 @@ struct rb_exec {
     int64_t epoch;  /* the run's epoch: the fencing token written into the world */
     json_t *result; /* fields the action reports (rpo_bytes, ...); owned here */
     void *state;    /* the action's own */
+    bool delegated; /* running on another site's daemon: no local state */
     /* private */
     uv_timer_t timer;
     rb_exec_cb cb;

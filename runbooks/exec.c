@@ -23,7 +23,7 @@ static void deliver(uv_timer_t *t)
     struct rb_exec *x = t->data;
     if (x->cb)
         x->cb(x, x->status, x->detail, x->arg);
-    if (x->action->release)
+    if (x->action->release && !x->delegated)
         x->action->release(x); /* it calls rb_exec_released when done */
     else
         rb_exec_released(x);
@@ -81,7 +81,10 @@ struct rb_exec *rb_exec_start(struct rb_env *env, const struct rb_step *step, js
     if (a->runs_on && env->site) {
         const char *where = json_string_value(json_object_get(params, a->runs_on));
         if (where && strcmp(where, env->site) != 0) {
-            finish(x, -EREMOTE, "this step must run on the daemon of its site");
+            x->delegated = true;
+            if (!env->delegate || !env->delegate(env, x, (int)op))
+                finish(x, -EREMOTE, "this step must run on the daemon of its site, which "
+                                    "cannot be asked from here");
             return x;
         }
     }
@@ -118,7 +121,9 @@ void rb_exec_cancel(struct rb_exec *x, bool timed_out)
     if (x->finished)
         return;
     x->cancelled = true;
-    if (x->action->cancel)
+    if (x->delegated && x->env->delegate_cancel)
+        x->env->delegate_cancel(x->env, x);
+    if (x->action->cancel && !x->delegated)
         x->action->cancel(x);
     finish(x, timed_out ? -ETIMEDOUT : -ECANCELED, timed_out ? "timed out" : "cancelled");
 }

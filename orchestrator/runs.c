@@ -483,6 +483,8 @@ static void on_run_closed(struct rb_run *run, void *arg)
     (void)arg;
 }
 
+static void journal_detection(struct runs *r, const struct quorum_durable *dur);
+
 static void start_run(struct runs *r, const struct quorum_durable *dur)
 {
     struct daemon *d = r->d;

@@ -120,11 +120,21 @@ static const struct cli_cmd commands[] = {
       "Needs a terminal; q quits.",
       no_opts, 0, 0, cmd_console },
     { "drill", "SCENARIO", "run a game-day drill and measure RTO and RPO",
-      "Scenarios: dc1-loss, dc1-isolation, switchover, failback.", drill_opts, 1, 1,
-      cmd_not_implemented },
+      "Scenarios: dc1-loss (the primary site is killed), dc1-isolation (cut off),\n"
+      "switchover, failback. The fault is injected by drill.hook (the lab's\n"
+      "script, or an operator's); the drill follows the run the daemons start,\n"
+      "approves its gates with --yes, waits until writes succeed through the\n"
+      "public name, and writes the measurements and an HTML report under\n"
+      "state_dir. Run it against a daemon that survives the fault (e.g. DC2's).\n"
+      "Exit status 0 when the run completed, service came back and no\n"
+      "acknowledged write was lost.",
+      drill_opts, 1, 1, cmd_drill },
     { "report", "RUN", "render a run's journal as a report",
-      "Markdown for tickets, self-contained HTML with a timeline, or JSON.", report_opts, 1, 1,
-      cmd_not_implemented },
+      "Markdown for tickets, one self-contained HTML file with the timeline as\n"
+      "SVG, or JSON. Reads this site's copy of the journal in state_dir (no\n"
+      "daemon needed); RUN may be `last`. A drill's measurements (RTO, writes\n"
+      "lost) are included when the run was a drill.",
+      report_opts, 1, 1, cmd_report },
     { "version", "", "print the versions of triad and its libraries", "", no_opts, 0, 0,
       cmd_version },
 };

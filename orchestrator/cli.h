@@ -4,6 +4,7 @@
 #define TRIAD_CLI_H
 
 #include <stdbool.h>
+#include <jansson.h>
 #include <stddef.h>
 
 /* Exit codes, one per failure class, so systemd's restart policy and
@@ -70,6 +71,12 @@ int cmd_deny(const struct cli_args *a);
 int cmd_abort(const struct cli_args *a);
 int cmd_ack(const struct cli_args *a);
 int cmd_console(const struct cli_args *a);
+int cmd_report(const struct cli_args *a);
+int cmd_drill(const struct cli_args *a);
+/* Shared by report and drill. */
+int report_render(const char *state_dir, const char *run, const char *format, const char *output,
+                  bool summary);
+json_t *report_drill_data(const char *state_dir, const char *run);
 int cmd_plan_runbook(const struct cli_args *a);
 int cmd_not_implemented(const struct cli_args *a);
 

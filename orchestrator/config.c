@@ -899,6 +899,20 @@ static void read_operators(struct reader *r, struct ynode *n)
     }
 }
 
+static void read_drill(struct reader *r, struct ynode *n)
+{
+    static const char *const keys[] = { "hook", "timeout", "service_timeout", NULL };
+    if (!yread_expect(r->d, n, YNODE_MAP, "'drill'"))
+        return;
+    struct cfg_drill *dr = &r->cfg->drill;
+    if (yread_str_list(r->d, n, "hook", CFG_MAX_LIST, &dr->hook, &dr->n_hook) > 0 &&
+        dr->hook[0][0] != '/')
+        yread_error(r->d, ynode_get(n, "hook"), "'hook' must begin with an absolute path");
+    yread_duration(r->d, n, "timeout", 1000, 86400000, &dr->timeout_ms);
+    yread_duration(r->d, n, "service_timeout", 1000, 86400000, &dr->service_timeout_ms);
+    yread_unknown_keys(r->d, n, keys);
+}
+
 static void read_log(struct reader *r, struct ynode *n)
 {
     static const char *const keys[] = { "level", "format", NULL };
@@ -944,6 +958,8 @@ static void set_defaults(struct config *cfg)
     cfg->api.socket = strdup("/run/triad/triad.sock");
     cfg->api.socket_mode = 0660;
     cfg->log.level = LOG_INFO;
+    cfg->drill.timeout_ms = 600000;
+    cfg->drill.service_timeout_ms = 120000;
 }
 
 static void need_site(struct reader *r, const struct cfg_pos *at, const char *what,
@@ -1266,6 +1282,8 @@ int config_load(struct config *cfg, const char *path, const struct config_load_o
         read_operators(&r, n);
     if ((n = ynode_get(root, "log")) && !ynode_is_null(n))
         read_log(&r, n);
+    if ((n = ynode_get(root, "drill")) && !ynode_is_null(n))
+        read_drill(&r, n);
     yread_unknown_keys(d, root, keys);
     cross_check(&r, root);
 
@@ -1423,6 +1441,7 @@ void config_free(struct config *cfg)
         free(cfg->operators[i].token_sha256);
     }
     free(cfg->operators);
+    str_list_free(cfg->drill.hook, cfg->drill.n_hook);
     memset(cfg, 0, sizeof *cfg);
 }
 

@@ -268,6 +268,16 @@ struct cfg_operator {
     char *token_sha256; /* lowercase hex */
 };
 
+/* Game-day drills: the hook that injects the fault and measures writes
+ * (the lab's script, an operator's script, or one that tells a human what
+ * to do and waits). */
+struct cfg_drill {
+    char **hook; /* argv; called as HOOK... PHASE SCENARIO SITE */
+    size_t n_hook;
+    int64_t timeout_ms;         /* the whole drill */
+    int64_t service_timeout_ms; /* after the run: writes through the public name */
+};
+
 struct cfg_log {
     int level; /* enum log_level */
     bool json;
@@ -300,6 +310,7 @@ struct config {
     struct cfg_api api;
     struct cfg_operator *operators;
     size_t n_operators;
+    struct cfg_drill drill;
     struct cfg_log log;
 };
 

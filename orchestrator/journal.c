@@ -169,6 +169,7 @@ json_t *journal_summary(json_t *records)
                 json_object_set(sum, strcmp(keys[k], "run") ? keys[k] : "id",
                                 json_object_get(rec, keys[k]));
             json_object_set(sum, "started_ms", json_object_get(rec, "ts_ms"));
+            json_object_set(sum, "leader", json_object_get(rec, "leader"));
         } else if (!strcmp(t, "step")) {
             const char *id = json_string_value(json_object_get(rec, "step"));
             if (!id)
@@ -180,6 +181,8 @@ json_t *journal_summary(json_t *records)
                 json_array_append_new(order, json_string(id));
             }
             json_object_set(s, "state", json_object_get(rec, "to"));
+            if (json_object_get(rec, "action"))
+                json_object_set(s, "action", json_object_get(rec, "action"));
             if (json_object_get(rec, "detail"))
                 json_object_set(s, "detail", json_object_get(rec, "detail"));
             if (json_object_get(rec, "result"))
@@ -193,10 +196,22 @@ json_t *journal_summary(json_t *records)
                 json_object_set(s, "ended_ms", json_object_get(rec, "ts_ms"));
             if (to && !strcmp(to, "awaiting_approval"))
                 json_object_set(s, "gate_since_ms", json_object_get(rec, "ts_ms"));
+            const char *from = json_string_value(json_object_get(rec, "from"));
+            if (from && !strcmp(from, "awaiting_approval"))
+                json_object_set(s, "gate_answered_ms", json_object_get(rec, "ts_ms"));
         } else if (!strcmp(t, "approval")) {
             json_array_append(approvals, rec);
         } else if (!strcmp(t, "takeover")) {
             json_array_append(leaders, rec);
+        } else if (!strcmp(t, "detection")) {
+            json_object_set(sum, "detection", rec);
+        } else if (!strcmp(t, "probe")) {
+            json_t *pr = json_object_get(sum, "probes");
+            if (!pr) {
+                pr = json_array();
+                json_object_set_new(sum, "probes", pr);
+            }
+            json_array_append(pr, rec);
         } else if (!strcmp(t, "run-end")) {
             json_object_set(sum, "state", json_object_get(rec, "state"));
             json_object_set(sum, "end_reason", json_object_get(rec, "reason"));

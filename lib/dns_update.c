@@ -35,11 +35,11 @@
 #include "lib/log.h"
 #include "lib/tsig_key.h"
 
-#define TCP_FRAME_MAX (2 + 65535)
-#define DETAIL_MAX    512
-#define NOTE_MAX      160
-#define DESC_MAX      300
-#define TSIG_ALG      "hmac-sha256."
+#define TCP_FRAME_MAX  (2 + 65535)
+#define DETAIL_MAX     512
+#define NOTE_MAX       160
+#define DESC_MAX       300
+#define TSIG_ALG       "hmac-sha256."
 #define RDATA_TEXT_MAX (4 * 65536) /* escaped text of the largest rdata */
 
 struct dns_update {
@@ -99,7 +99,8 @@ struct dns_update {
 };
 
 /* snprintf for messages: truncation is fine (and expected to be rare). */
-static void textf(char *out, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void textf(char *out, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void textf(char *out, size_t len, const char *fmt, ...)
 {
     va_list ap;
@@ -110,9 +111,9 @@ static void textf(char *out, size_t len, const char *fmt, ...)
 
 const char *dns_update_rcode_name(int rcode)
 {
-    static const char *const names[] = { "NOERROR",  "FORMERR", "SERVFAIL", "NXDOMAIN",
-                                         "NOTIMP",   "REFUSED", "YXDOMAIN", "YXRRSET",
-                                         "NXRRSET",  "NOTAUTH", "NOTZONE" };
+    static const char *const names[] = { "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN",
+                                         "NOTIMP",  "REFUSED", "YXDOMAIN", "YXRRSET",
+                                         "NXRRSET", "NOTAUTH", "NOTZONE" };
     if (rcode >= 0 && rcode < (int)(sizeof names / sizeof names[0]))
         return names[rcode];
     switch (rcode) {
@@ -166,9 +167,8 @@ static void on_closed(uv_handle_t *h)
     free_update(u);
 }
 
-static void close_handle(struct dns_update *u, uv_handle_t *h)
+static void close_handle(uv_handle_t *h)
 {
-    (void)u;
     if (!uv_is_closing(h))
         uv_close(h, on_closed);
 }
@@ -178,7 +178,7 @@ static void close_udp(struct dns_update *u)
     if (u->udp_open) {
         u->udp_open = false;
         uv_udp_recv_stop(&u->udp);
-        close_handle(u, (uv_handle_t *)&u->udp);
+        close_handle((uv_handle_t *)&u->udp);
     }
 }
 
@@ -198,12 +198,12 @@ static void decide(struct dns_update *u, int result, int rcode, const char *fmt,
     va_end(ap);
     uv_timer_stop(&u->retry);
     uv_timer_stop(&u->deadline);
-    close_handle(u, (uv_handle_t *)&u->retry);
-    close_handle(u, (uv_handle_t *)&u->deadline);
+    close_handle((uv_handle_t *)&u->retry);
+    close_handle((uv_handle_t *)&u->deadline);
     close_udp(u);
     if (u->tcp_open) {
         u->tcp_open = false;
-        close_handle(u, (uv_handle_t *)&u->tcp);
+        close_handle((uv_handle_t *)&u->tcp);
     }
 }
 
@@ -223,8 +223,8 @@ static ldns_rr *rr_from_text(const char *name, uint32_t ttl, uint16_t type, cons
     size_t len = strlen(name) + strlen(rdata) + 64;
     char *text = malloc(len);
     if (type_name && owner && text) {
-        textf(text, len, "%s%s %u IN %s %s", name,
-                 name[strlen(name) - 1] == '.' ? "" : ".", ttl, type_name, rdata);
+        textf(text, len, "%s%s %u IN %s %s", name, name[strlen(name) - 1] == '.' ? "" : ".", ttl,
+              type_name, rdata);
         if (ldns_rr_new_frm_str(&rr, text, ttl, NULL, NULL) != LDNS_STATUS_OK)
             rr = NULL;
         /* The text must not have smuggled in another owner or type. */
@@ -291,7 +291,7 @@ static int add_prereq(struct dns_update *u, ldns_rr_list *list, size_t i,
     case DNS_PREREQ_RRSET_EQUALS: {
         if (p->n_rdata == 0 || p->n_rdata > DNS_UPDATE_MAX_ITEMS) {
             textf(why, why_len, "prerequisite %zu (%s %s): exactly-equal needs 1 to %d values",
-                     i + 1, p->name, tn, DNS_UPDATE_MAX_ITEMS);
+                  i + 1, p->name, tn, DNS_UPDATE_MAX_ITEMS);
             return -EINVAL;
         }
         size_t off = (size_t)snprintf(desc, sizeof desc, "%s %s is exactly", p->name, tn);
@@ -309,8 +309,8 @@ static int add_prereq(struct dns_update *u, ldns_rr_list *list, size_t i,
                                         p->rdata[k]);
         }
         if (result == -EINVAL)
-            textf(why, why_len, "prerequisite %zu (%s %s): a value is not valid %s data",
-                     i + 1, p->name, tn, tn);
+            textf(why, why_len, "prerequisite %zu (%s %s): a value is not valid %s data", i + 1,
+                  p->name, tn, tn);
         break;
     }
     case DNS_PREREQ_RRSET_EXISTS:
@@ -378,8 +378,8 @@ static int add_change(ldns_rr_list *list, size_t i, const struct dns_change *c, 
         return -EINVAL;
     }
     if (!rr) {
-        textf(why, why_len, "change %zu (%s %s): not a valid name or %s data", i + 1, c->name,
-                 tn, tn);
+        textf(why, why_len, "change %zu (%s %s): not a valid name or %s data", i + 1, c->name, tn,
+              tn);
         return -EINVAL;
     }
     return push(list, rr);
@@ -416,22 +416,24 @@ static int new_update(uv_loop_t *loop, const struct dns_update_server *srv, dns_
     u->res.rcode = -1;
     if (parse_addr(srv->server, port, &u->peer) < 0) {
         textf(why, why_len, "server '%s' is not a numeric IPv4 or IPv6 address",
-                 srv->server ? srv->server : "(null)");
+              srv->server ? srv->server : "(null)");
         free(u);
         return -EINVAL;
     }
     if (srv->local_addr && *srv->local_addr) {
         if (parse_addr(srv->local_addr, 0, &u->local) < 0 ||
             u->local.ss_family != u->peer.ss_family) {
-            textf(why, why_len, "source address '%s' is not a numeric address of the server's "
-                     "family", srv->local_addr);
+            textf(why, why_len,
+                  "source address '%s' is not a numeric address of the server's "
+                  "family",
+                  srv->local_addr);
             free(u);
             return -EINVAL;
         }
         u->has_local = true;
     }
     textf(u->target, sizeof u->target, u->peer.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u",
-             srv->server, port);
+          srv->server, port);
     textf(u->key_name, sizeof u->key_name, "%s", srv->key->name);
     textf(u->secret, sizeof u->secret, "%s", srv->key->secret);
     u->timeout_ms = srv->timeout_ms ? srv->timeout_ms : DNS_UPDATE_DEFAULT_TIMEOUT_MS;
@@ -447,11 +449,11 @@ static int sign(struct dns_update *u, char *why, size_t why_len)
 {
     u->id = (uint16_t)arc4random_uniform(65536);
     ldns_pkt_set_id(u->req, u->id);
-    ldns_status st = ldns_pkt_tsig_sign(u->req, u->key_name, u->secret, DNS_UPDATE_FUDGE_S,
-                                        TSIG_ALG, NULL);
+    ldns_status st =
+        ldns_pkt_tsig_sign(u->req, u->key_name, u->secret, DNS_UPDATE_FUDGE_S, TSIG_ALG, NULL);
     if (st != LDNS_STATUS_OK) {
         textf(why, why_len, "cannot sign with key '%s': %s", u->key_name,
-                 ldns_get_errorstr_by_id(st));
+              ldns_get_errorstr_by_id(st));
         return -EINVAL;
     }
     if (ldns_pkt2wire(&u->wire, u->req, &u->wire_len) != LDNS_STATUS_OK || u->wire_len > 65535) {
@@ -465,7 +467,8 @@ static int launch(struct dns_update *u);
 
 static void log_refused(const struct dns_update_server *srv, const char *why, int rc)
 {
-    log_ev(LOG_WARN, NULL, "dns request not sent", { "server", srv && srv->server ? srv->server : "" },
+    log_ev(LOG_WARN, NULL, "dns request not sent",
+           { "server", srv && srv->server ? srv->server : "" },
            { "error", why[0] ? why : strerror(-rc) });
 }
 
@@ -717,11 +720,13 @@ static void reject_detail(struct dns_update *u, int tsig_error, char *out, size_
         break;
     }
     if (why)
-        textf(out, len, "the DNS server %s rejected the TSIG key '%s' (%s)", u->target,
-                 u->key_name, why);
+        textf(out, len, "the DNS server %s rejected the TSIG key '%s' (%s)", u->target, u->key_name,
+              why);
     else
-        textf(out, len, "the DNS server %s answered NOTAUTH for %s: it rejected the TSIG key "
-                 "'%s' or is not authoritative for the zone", u->target, u->what, u->key_name);
+        textf(out, len,
+              "the DNS server %s answered NOTAUTH for %s: it rejected the TSIG key "
+              "'%s' or is not authoritative for the zone",
+              u->target, u->what, u->key_name);
 }
 
 /* An answer that matches the request (id, question), over UDP or TCP. */
@@ -742,8 +747,10 @@ static void conclude(struct dns_update *u, const uint8_t *data, size_t len, ldns
             ldns_rdf_deep_free(key);
         free(alg);
         if (!ours) {
-            decide(u, -EBADMSG, rcode, "the answer from %s is signed with another key or "
-                   "algorithm than '%s' (hmac-sha256)", u->target, u->key_name);
+            decide(u, -EBADMSG, rcode,
+                   "the answer from %s is signed with another key or "
+                   "algorithm than '%s' (hmac-sha256)",
+                   u->target, u->key_name);
             return;
         }
         int tsig_error = (int)ldns_rdf2native_int16(ldns_rr_rdf(tsig, 5));
@@ -755,23 +762,28 @@ static void conclude(struct dns_update *u, const uint8_t *data, size_t len, ldns
         }
         const ldns_rdf *req_mac = ldns_rr_rdf(ldns_pkt_tsig(u->req), 3);
         if (!ldns_pkt_tsig_verify(pkt, data, len, u->key_name, u->secret, req_mac)) {
-            decide(u, -EBADMSG, rcode, "the TSIG signature of the answer from %s does not verify "
-                   "with key '%s' (%s over %s): spoofed or corrupted", u->target, u->key_name,
-                   dns_update_rcode_name(rcode), via);
+            decide(u, -EBADMSG, rcode,
+                   "the TSIG signature of the answer from %s does not verify "
+                   "with key '%s' (%s over %s): spoofed or corrupted",
+                   u->target, u->key_name, dns_update_rcode_name(rcode), via);
             return;
         }
         int64_t skew = (int64_t)tsig_time(ldns_rr_rdf(tsig, 1)) - (int64_t)time(NULL);
         int64_t fudge = (int64_t)ldns_rdf2native_int16(ldns_rr_rdf(tsig, 2));
         if (skew > fudge || -skew > fudge) {
-            decide(u, -EBADMSG, rcode, "the answer from %s was signed %lld s away from our "
-                   "clock (fudge %lld s)", u->target, (long long)skew, (long long)fudge);
+            decide(u, -EBADMSG, rcode,
+                   "the answer from %s was signed %lld s away from our "
+                   "clock (fudge %lld s)",
+                   u->target, (long long)skew, (long long)fudge);
             return;
         }
         signed_ok = true;
     }
     if (!signed_ok && rcode == LDNS_RCODE_NOERROR) {
-        decide(u, -EBADMSG, rcode, "the answer from %s is not signed: it cannot be trusted "
-               "(does the server know key '%s'?)", u->target, u->key_name);
+        decide(u, -EBADMSG, rcode,
+               "the answer from %s is not signed: it cannot be trusted "
+               "(does the server know key '%s'?)",
+               u->target, u->key_name);
         return;
     }
     const char *unsigned_note = signed_ok ? "" : " (unsigned answer)";
@@ -987,8 +999,8 @@ static void on_udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
         return;
     if (nread < 0) {
         char note[NOTE_MAX];
-        textf(note, sizeof note, "%s", nread == UV_ECONNREFUSED ? "port unreachable"
-                                                                    : uv_strerror((int)nread));
+        textf(note, sizeof note, "%s",
+              nread == UV_ECONNREFUSED ? "port unreachable" : uv_strerror((int)nread));
         udp_failed(u, (int)nread, note);
         return;
     }
@@ -1005,8 +1017,7 @@ static void udp_send(struct dns_update *u)
     u->res.udp_sends = u->sent;
     if (r < 0 && r != UV_EAGAIN && r != UV_ENOBUFS) {
         char note[NOTE_MAX];
-        textf(note, sizeof note, "%s",
-                 r == UV_ECONNREFUSED ? "port unreachable" : uv_strerror(r));
+        textf(note, sizeof note, "%s", r == UV_ECONNREFUSED ? "port unreachable" : uv_strerror(r));
         udp_failed(u, r, note);
         return;
     }
@@ -1020,8 +1031,8 @@ static void on_retry(uv_timer_t *t)
     if (u->sent >= u->tries) {
         char note[NOTE_MAX];
         textf(note, sizeof note, "no answer over UDP in %llu ms (%d %s)",
-                 (unsigned long long)(u->per_try_ms * (uint64_t)u->tries), u->sent,
-                 u->sent == 1 ? "try" : "tries");
+              (unsigned long long)(u->per_try_ms * (uint64_t)u->tries), u->sent,
+              u->sent == 1 ? "try" : "tries");
         udp_failed(u, UV_ETIMEDOUT, note);
         return;
     }
@@ -1043,8 +1054,7 @@ static void start_udp(struct dns_update *u)
     if (u->has_local) {
         r = uv_udp_bind(&u->udp, (const struct sockaddr *)&u->local, 0);
         if (r < 0) {
-            decide(u, r, -1, "cannot use the source address for %s: %s", u->target,
-                   uv_strerror(r));
+            decide(u, r, -1, "cannot use the source address for %s: %s", u->target, uv_strerror(r));
             return;
         }
     }
@@ -1072,12 +1082,10 @@ static void on_deadline(uv_timer_t *t)
         return;
     char via[NOTE_MAX * 2];
     if (u->tcp_started)
-        textf(via, sizeof via, "%s%sTCP: no answer", u->udp_note,
-                 u->udp_note[0] ? "; then " : "");
+        textf(via, sizeof via, "%s%sTCP: no answer", u->udp_note, u->udp_note[0] ? "; then " : "");
     else
         textf(via, sizeof via, "%d UDP %s", u->sent, u->sent == 1 ? "try" : "tries");
-    decide(u, -ETIMEDOUT, -1, "no answer from %s within %u ms (%s)", u->target, u->timeout_ms,
-           via);
+    decide(u, -ETIMEDOUT, -1, "no answer from %s within %u ms (%s)", u->target, u->timeout_ms, via);
 }
 
 /* First call: timers, then UDP (or TCP for a large request). Later calls

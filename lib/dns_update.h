@@ -47,8 +47,8 @@
 #define DNS_UPDATE_DEFAULT_TIMEOUT_MS 2000
 #define DNS_UPDATE_DEFAULT_TRIES      3
 #define DNS_UPDATE_MAX_TRIES          8
-#define DNS_UPDATE_MAX_RECORDS        64  /* answer records kept by a query */
-#define DNS_UPDATE_MAX_ITEMS          512 /* prerequisites or changes per update */
+#define DNS_UPDATE_MAX_RECORDS        64   /* answer records kept by a query */
+#define DNS_UPDATE_MAX_ITEMS          512  /* prerequisites or changes per update */
 #define DNS_UPDATE_UDP_MAX            1232 /* larger requests go over TCP */
 #define DNS_UPDATE_FUDGE_S            300
 
@@ -124,13 +124,13 @@ struct dns_rr_text {
 };
 
 struct dns_update_result {
-    int result;          /* see the table above */
-    const char *detail;  /* one line, never a secret */
-    int rcode;           /* the answer's rcode, -1 when none was accepted */
-    int tsig_error;      /* 0, or DNS_TSIG_* from the answer */
-    int tcp;             /* 1: the answer came over TCP */
-    int udp_sends;       /* UDP packets sent (retransmissions included) */
-    int failed_prereq;   /* -ESTALE: index into msg->prereqs, -1 when unknown */
+    int result;         /* see the table above */
+    const char *detail; /* one line, never a secret */
+    int rcode;          /* the answer's rcode, -1 when none was accepted */
+    int tsig_error;     /* 0, or DNS_TSIG_* from the answer */
+    int tcp;            /* 1: TCP was used (an answer, if any, came over it) */
+    int udp_sends;      /* UDP packets sent (retransmissions included) */
+    int failed_prereq;  /* -ESTALE: index into msg->prereqs, -1 when unknown */
     uint64_t elapsed_ms;
     /* Queries: the answer section (at most DNS_UPDATE_MAX_RECORDS). */
     const struct dns_rr_text *records;
@@ -138,8 +138,7 @@ struct dns_update_result {
     int truncated; /* more records than kept */
 };
 
-typedef void (*dns_update_cb)(struct dns_update *u, const struct dns_update_result *res,
-                              void *arg);
+typedef void (*dns_update_cb)(struct dns_update *u, const struct dns_update_result *res, void *arg);
 
 /* Sends one signed UPDATE. 0, or -EINVAL (a bad server, name, type or
  * rdata: logged) or -ENOMEM. */

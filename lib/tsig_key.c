@@ -178,8 +178,8 @@ static bool same_name(const char *a, const char *b)
 
 static bool b64_char(char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '+' || c == '/' || c == '=';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/' || c == '=';
 }
 
 /* Copies the secret without whitespace and checks it decodes. */
@@ -213,8 +213,7 @@ static int take_secret(const char *text, struct tsig_key *k, const char *origin,
             got -= (int)pad;
     }
     if (got < 0) {
-        set_detail(detail, dlen, "%s: the secret of key '%s' is not valid base64", origin,
-                   k->name);
+        set_detail(detail, dlen, "%s: the secret of key '%s' is not valid base64", origin, k->name);
         result = -EINVAL;
         goto out;
     }
@@ -271,16 +270,19 @@ static int parse_key(struct lexer *lx, struct parsed *pk, char *secret, size_t s
         if (lx->kind == T_RBRACE)
             break;
         if (lx->kind != T_WORD) {
-            set_detail(detail, dlen, "%s:%d: expected 'algorithm', 'secret' or '}' in key \"%s\", "
-                       "found %s", origin, lx->tok_line, pk->name, found(lx));
+            set_detail(detail, dlen,
+                       "%s:%d: expected 'algorithm', 'secret' or '}' in key \"%s\", "
+                       "found %s",
+                       origin, lx->tok_line, pk->name, found(lx));
             return -EINVAL;
         }
         if (strcasecmp(lx->text, "algorithm") == 0) {
             next(lx);
             if ((lx->kind != T_WORD && lx->kind != T_STRING) ||
                 strlen(lx->text) >= sizeof pk->algorithm) {
-                set_detail(detail, dlen, "%s:%d: expected an algorithm name in key \"%s\", found %s",
-                           origin, lx->tok_line, pk->name, found(lx));
+                set_detail(detail, dlen,
+                           "%s:%d: expected an algorithm name in key \"%s\", found %s", origin,
+                           lx->tok_line, pk->name, found(lx));
                 return -EINVAL;
             }
             copy_str(pk->algorithm, sizeof pk->algorithm, lx->text);
@@ -288,8 +290,10 @@ static int parse_key(struct lexer *lx, struct parsed *pk, char *secret, size_t s
         } else if (strcasecmp(lx->text, "secret") == 0) {
             next(lx);
             if (lx->kind != T_STRING) {
-                set_detail(detail, dlen, "%s:%d: expected the secret as a quoted string in key "
-                           "\"%s\", found %s", origin, lx->tok_line, pk->name, found(lx));
+                set_detail(detail, dlen,
+                           "%s:%d: expected the secret as a quoted string in key "
+                           "\"%s\", found %s",
+                           origin, lx->tok_line, pk->name, found(lx));
                 return -EINVAL;
             }
             if (*kept)
@@ -297,8 +301,10 @@ static int parse_key(struct lexer *lx, struct parsed *pk, char *secret, size_t s
             explicit_bzero(lx->text, sizeof lx->text);
             pk->has_secret = true;
         } else {
-            set_detail(detail, dlen, "%s:%d: unknown clause '%.64s' in key \"%s\" (a key has "
-                       "'algorithm' and 'secret')", origin, lx->tok_line, lx->text, pk->name);
+            set_detail(detail, dlen,
+                       "%s:%d: unknown clause '%.64s' in key \"%s\" (a key has "
+                       "'algorithm' and 'secret')",
+                       origin, lx->tok_line, lx->text, pk->name);
             return -EINVAL;
         }
         if (next(lx) != T_SEMI) {
@@ -353,16 +359,17 @@ int tsig_key_parse(const char *text, size_t len, const char *origin, const char 
     lx->line = 1;
     while (next(lx) != T_EOF) {
         if (lx->kind != T_WORD || strcasecmp(lx->text, "key") != 0) {
-            set_detail(detail, dlen, "%s:%d: expected a key statement (key \"NAME\" { algorithm "
-                       "hmac-sha256; secret \"...\"; };), found %s", origin, lx->tok_line,
-                       found(lx));
+            set_detail(detail, dlen,
+                       "%s:%d: expected a key statement (key \"NAME\" { algorithm "
+                       "hmac-sha256; secret \"...\"; };), found %s",
+                       origin, lx->tok_line, found(lx));
             result = -EINVAL;
             goto out;
         }
         struct parsed pk = { 0 };
         bool kept = false;
-        result = parse_key(lx, &pk, secret, TOKEN_MAX + 1, keep_key, &w, &kept, origin, detail,
-                           dlen);
+        result =
+            parse_key(lx, &pk, secret, TOKEN_MAX + 1, keep_key, &w, &kept, origin, detail, dlen);
         if (result < 0)
             goto out;
         if (kept) {
@@ -444,8 +451,7 @@ int tsig_key_load(const char *path, const char *name, struct tsig_key *out, char
                    "TSIG key file %s is %s by every user (mode %04o): refusing to use a key "
                    "others can %s; chmod o-rw %s",
                    path, st.st_mode & S_IROTH ? "readable" : "writable",
-                   (unsigned)(st.st_mode & 07777), st.st_mode & S_IROTH ? "read" : "replace",
-                   path);
+                   (unsigned)(st.st_mode & 07777), st.st_mode & S_IROTH ? "read" : "replace", path);
         goto out;
     }
     if (st.st_size > TSIG_KEY_FILE_MAX) {

@@ -277,8 +277,8 @@ static int configure(struct act *a, char *why, size_t len)
             snprintf(why, len, "dns.servers: '%s': %s", hp ? hp : "?", bad);
             return -EINVAL;
         }
-        snprintf(sv->label, sizeof sv->label, strchr(sv->host, ':') ? "[%s]:%u" : "%s:%u",
-                 sv->host, sv->port);
+        snprintf(sv->label, sizeof sv->label, strchr(sv->host, ':') ? "[%s]:%u" : "%s:%u", sv->host,
+                 sv->port);
         a->n_servers++;
     }
     if (a->n_servers == 0) {
@@ -676,8 +676,8 @@ static struct verdict judge(struct act *a, struct buf *b)
                 if (!unk && !v.first_err)
                     v.first_err = an->err;
                 unk = true;
-                buf_printf(b, "%s%s: %s %s: %s", b->len ? "; " : "", a->servers[s].label,
-                           qu->name, dns_type_name(qu->type), an->seen);
+                buf_printf(b, "%s%s: %s %s: %s", b->len ? "; " : "", a->servers[s].label, qu->name,
+                           dns_type_name(qu->type), an->seen);
                 continue;
             }
             if (an->match)
@@ -733,21 +733,33 @@ static void report(struct act *a, bool already)
                         a->prev_epoch >= 0 ? json_integer(a->prev_epoch) : json_null());
     json_object_set_new(x->result, "servers_verified", verified);
     json_object_set_new(x->result, "already_done", json_boolean(already));
+    json_object_set_new(x->result, "fence_rereads", json_integer(a->reread ? 1 : 0));
     json_object_set_new(x->result, "old_ttl_s", json_integer(a->old_ttl));
     json_object_set_new(x->result, "clients_follow_within_s", json_integer(a->old_ttl));
     if (!already) {
         json_object_set_new(x->result, "update_over", json_string(a->over_tcp ? "tcp" : "udp"));
-        json_object_set_new(x->result, "verify_ms", json_integer((json_int_t)(now - a->updated_at)));
+        json_object_set_new(x->result, "verify_ms",
+                            json_integer((json_int_t)(now - a->updated_at)));
     }
-    if (already)
-        finish(a, 0, "already done: %s point at %s (%s) and the fence holds epoch=%" PRId64
-               " on %s", names.data, addrs.data, a->site, run_epoch(x), servers.data);
+    char prev[32], follow[120];
+    if (a->prev_epoch >= 0)
+        snprintf(prev, sizeof prev, "%" PRId64, a->prev_epoch);
     else
-        finish(a, 0, "%s -> %s (%s), epoch %s%" PRId64 " -> %" PRId64 "; verified on %s after "
-               "%" PRIu64 " ms; old records' TTL %u s: clients follow within %u s",
-               names.data, addrs.data, a->site, a->prev_epoch >= 0 ? "" : "(none) ",
-               a->prev_epoch >= 0 ? a->prev_epoch : 0, run_epoch(x), servers.data,
-               now - a->updated_at, a->old_ttl, a->old_ttl);
+        snprintf(prev, sizeof prev, "(none)");
+    if (a->old_ttl)
+        snprintf(follow, sizeof follow, "old records' TTL %u s: clients follow within %u s",
+                 a->old_ttl, a->old_ttl);
+    else
+        snprintf(follow, sizeof follow, "no old address records were served");
+    if (already)
+        finish(a, 0,
+               "already done: %s point at %s (%s) and the fence holds epoch=%" PRId64 " on %s",
+               names.data, addrs.data, a->site, run_epoch(x), servers.data);
+    else
+        finish(a, 0,
+               "%s -> %s (%s), epoch %s -> %" PRId64 "; verified on %s after %" PRIu64 " ms; %s",
+               names.data, addrs.data, a->site, prev, run_epoch(x), servers.data,
+               now - a->updated_at, follow);
     buf_free(&names);
     buf_free(&addrs);
     buf_free(&servers);
@@ -778,12 +790,15 @@ static void after_verify(struct act *a)
         return;
     }
     if (v.max_epoch > run_epoch(a->x)) {
-        finish(a, -ESTALE, "a newer decision (epoch %" PRId64 ") changed DNS after this run's "
-               "update (epoch %" PRId64 ")", v.max_epoch, run_epoch(a->x));
+        finish(a, -ESTALE,
+               "a newer decision (epoch %" PRId64 ") changed DNS after this run's "
+               "update (epoch %" PRId64 ")",
+               v.max_epoch, run_epoch(a->x));
     } else if (now + POLL_MS >= a->deadline) {
         finish(a, v.mismatched ? -ETIMEDOUT : v.first_err,
                "updated on %s, but not every server answers the new values after %" PRIu64
-               " ms: %s", a->servers[0].label, now - a->updated_at, b.data ? b.data : "");
+               " ms: %s",
+               a->servers[0].label, now - a->updated_at, b.data ? b.data : "");
     } else {
         uv_timer_start(&a->timer, on_poll_timer, POLL_MS, 0);
     }
@@ -907,28 +922,39 @@ static void on_fence(struct dns_update *u, const struct dns_update_result *res, 
     int64_t cur = take_fence(a, res, seen, sizeof seen);
     int64_t ours = run_epoch(a->x);
     if (cur == -2) {
-        finish(a, -EPROTO, "the fence record %s on %s holds %s, not \"epoch=N\": triad does not "
-               "overwrite what it cannot compare (fix or delete it by hand)", a->fence,
-               a->servers[0].label, seen);
+        finish(a, -EPROTO,
+               "the fence record %s on %s holds %s, not \"epoch=N\": triad does not "
+               "overwrite what it cannot compare (fix or delete it by hand)",
+               a->fence, a->servers[0].label, seen);
         return;
     }
     if (cur > ours) {
-        finish(a, -ESTALE, "a newer decision (epoch %" PRId64 ") already changed DNS; this run "
-               "(epoch %" PRId64 ") is stale", cur, ours);
+        finish(a, -ESTALE,
+               "a newer decision (epoch %" PRId64 ") already changed DNS; this run "
+               "(epoch %" PRId64 ") is stale",
+               cur, ours);
         return;
     }
     a->fence_epoch = cur;
-    if (a->prev_epoch < 0)
-        a->prev_epoch = cur;
+    a->prev_epoch = cur; /* what our compare-and-swap replaces */
     send_update(a);
 }
 
 static void read_fence(struct act *a)
 {
+    char why[DETAIL_CAP];
+    /* Only now: a run with nothing to do does not need the key. */
+    if (!a->key.name[0]) {
+        int rc = load_key(a, why, sizeof why);
+        if (rc < 0) {
+            finish(a, rc, "%s", why);
+            return;
+        }
+    }
     a->phase = PH_READ;
     struct dns_update_server srv = primary(a, a->timeout_ms);
-    int rc = dns_update_query(a->x->env->loop, &srv, a->fence, DNS_T_TXT, on_fence, a,
-                              &a->reads[0]);
+    int rc =
+        dns_update_query(a->x->env->loop, &srv, a->fence, DNS_T_TXT, on_fence, a, &a->reads[0]);
     if (rc < 0) {
         finish(a, rc, "cannot read the fence record %s: %s", a->fence, strerror(-rc));
         return;
@@ -945,8 +971,10 @@ static void on_updated(struct dns_update *u, const struct dns_update_result *res
         return;
     if (res->result == -ESTALE) {
         if (a->reread) {
-            finish(a, -ESTALE, "the fence record %s changed again between our read and our "
-                   "update: another decision is writing DNS (%s)", a->fence, res->detail);
+            finish(a, -ESTALE,
+                   "the fence record %s changed again between our read and our "
+                   "update: another decision is writing DNS (%s)",
+                   a->fence, res->detail);
             return;
         }
         /* Someone wrote between our read and our update: look again. */
@@ -979,23 +1007,23 @@ static void send_update(struct act *a)
     }
     snprintf(fence_value, sizeof fence_value, "\"epoch=%" PRId64 "\"", run_epoch(a->x));
     for (size_t i = 0; i < a->n_names; i++) {
-        ch[n_changes++] = (struct dns_change){ DNS_CHANGE_DELETE_RRSET, a->names[i], DNS_T_A, 0,
-                                               NULL };
-        ch[n_changes++] = (struct dns_change){ DNS_CHANGE_DELETE_RRSET, a->names[i], DNS_T_AAAA,
-                                               0, NULL };
+        ch[n_changes++] =
+            (struct dns_change){ DNS_CHANGE_DELETE_RRSET, a->names[i], DNS_T_A, 0, NULL };
+        ch[n_changes++] =
+            (struct dns_change){ DNS_CHANGE_DELETE_RRSET, a->names[i], DNS_T_AAAA, 0, NULL };
         for (size_t k = 0; k < a->n_addrs; k++)
-            ch[n_changes++] = (struct dns_change){
-                DNS_CHANGE_ADD, a->names[i],
-                a->addrs[k].family == AF_INET ? DNS_T_A : DNS_T_AAAA, a->ttl_s, a->addrs[k].text
-            };
+            ch[n_changes++] =
+                (struct dns_change){ DNS_CHANGE_ADD, a->names[i],
+                                     a->addrs[k].family == AF_INET ? DNS_T_A : DNS_T_AAAA, a->ttl_s,
+                                     a->addrs[k].text };
     }
     ch[n_changes++] = (struct dns_change){ DNS_CHANGE_DELETE_RRSET, a->fence, DNS_T_TXT, 0, NULL };
-    ch[n_changes++] = (struct dns_change){ DNS_CHANGE_ADD, a->fence, DNS_T_TXT, a->ttl_s,
-                                           fence_value };
-    struct dns_prereq pre = {
-        a->fence_epoch < 0 ? DNS_PREREQ_RRSET_ABSENT : DNS_PREREQ_RRSET_EQUALS, a->fence,
-        DNS_T_TXT, (const char *const *)a->fence_rdata, a->fence_epoch < 0 ? 0 : a->n_fence_rdata
-    };
+    ch[n_changes++] =
+        (struct dns_change){ DNS_CHANGE_ADD, a->fence, DNS_T_TXT, a->ttl_s, fence_value };
+    struct dns_prereq pre = { a->fence_epoch < 0 ? DNS_PREREQ_RRSET_ABSENT
+                                                 : DNS_PREREQ_RRSET_EQUALS,
+                              a->fence, DNS_T_TXT, (const char *const *)a->fence_rdata,
+                              a->fence_epoch < 0 ? 0 : a->n_fence_rdata };
     struct dns_update_msg msg = { a->zone, &pre, 1, ch, n_changes };
     struct dns_update_server srv = primary(a, a->timeout_ms);
     a->phase = PH_UPDATE;
@@ -1027,15 +1055,16 @@ static void act_describe(struct rb_exec *x, struct buf *out)
         buf_printf(out, "%s", json_string_value(names));
     json_array_foreach(names, i, v)
     {
-        buf_printf(out, "%s%s", i ? ", " : "", json_string_value(v));
+        buf_printf(out, "%s%s", i ? ", " : "", json_is_string(v) ? json_string_value(v) : "?");
     }
     buf_printf(out, " at ");
     json_array_foreach(addrs, i, v)
     {
-        buf_printf(out, "%s%s", i ? ", " : "", json_string_value(v));
+        buf_printf(out, "%s%s", i ? ", " : "", json_is_string(v) ? json_string_value(v) : "?");
     }
+    const char *fence = json_string_value(json_object_get(dns, "fence_record"));
     buf_printf(out, " (%s), epoch %" PRId64 " (TXT %s)", site ? site : "?", run_epoch(x),
-               json_string_value(json_object_get(dns, "fence_record")));
+               fence ? fence : "?");
 }
 
 static void act_check(struct rb_exec *x)
@@ -1049,15 +1078,9 @@ static void act_check(struct rb_exec *x)
 
 static void act_run(struct rb_exec *x)
 {
-    char why[DETAIL_CAP];
     struct act *a = start(x, RB_OP_RUN);
     if (!a)
         return;
-    int rc = load_key(a, why, sizeof why);
-    if (rc < 0) {
-        finish(a, rc, "%s", why);
-        return;
-    }
     /* Verification polls until shortly before the step's own timeout, so
      * that what is still wrong is reported rather than a bare "timed out". */
     int64_t budget = x->step && x->step->timeout_ms > 0 ? x->step->timeout_ms : 60000;
@@ -1135,8 +1158,7 @@ static void on_ready_fence(struct dns_update *u, const struct dns_update_result 
     } else {
         a->fence_epoch = take_fence(a, res, seen, sizeof seen);
         if (a->fence_epoch == -2)
-            ready_fail(a, -EPROTO, "the fence record %s holds %s, not \"epoch=N\"", a->fence,
-                       seen);
+            ready_fail(a, -EPROTO, "the fence record %s holds %s, not \"epoch=N\"", a->fence, seen);
     }
     ready_one_done(a);
 }
@@ -1168,8 +1190,7 @@ static void act_ready(struct rb_exec *x)
         }
     }
     struct dns_update_server srv = primary(a, a->timeout_ms);
-    rc = dns_update_query(x->env->loop, &srv, a->fence, DNS_T_TXT, on_ready_fence, a,
-                          &a->reads[0]);
+    rc = dns_update_query(x->env->loop, &srv, a->fence, DNS_T_TXT, on_ready_fence, a, &a->reads[0]);
     if (rc < 0) {
         ready_fail(a, rc, "cannot read the fence record %s: %s", a->fence, strerror(-rc));
         a->ready_left--;

@@ -117,8 +117,7 @@ static int free_port(void)
     for (int attempt = 0; attempt < 50; attempt++) {
         int t = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_in a = { .sin_family = AF_INET,
-                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
         socklen_t al = sizeof a;
         int port = -1;
         if (t >= 0 && u >= 0 && bind(t, (struct sockaddr *)&a, sizeof a) == 0 &&
@@ -234,7 +233,8 @@ static int answers(struct namedtmp *t)
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     int ok = 0;
     int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (u >= 0 && connect(u, (struct sockaddr *)&a, sizeof a) == 0 && send(u, q, n, 0) == (ssize_t)n) {
+    if (u >= 0 && connect(u, (struct sockaddr *)&a, sizeof a) == 0 &&
+        send(u, q, n, 0) == (ssize_t)n) {
         struct pollfd pf = { u, POLLIN, 0 };
         if (poll(&pf, 1, 200) == 1) {
             ssize_t got = recv(u, r, sizeof r, 0);
@@ -322,8 +322,8 @@ int namedtmp_start(struct namedtmp *t, const char *zone, const char *records)
         why(t, "no free port");
         return -1;
     }
-    if (make_key(t, NAMEDTMP_KEY, key, sizeof key) || make_key(t, NAMEDTMP_RO_KEY, ro_key,
-                                                               sizeof ro_key))
+    if (make_key(t, NAMEDTMP_KEY, key, sizeof key) ||
+        make_key(t, NAMEDTMP_RO_KEY, ro_key, sizeof ro_key))
         return -1;
     if (write_file(t, t->keyfile, 0600, key) || write_file(t, t->ro_keyfile, 0600, ro_key))
         goto out;
@@ -360,8 +360,9 @@ int namedtmp_start(struct namedtmp *t, const char *zone, const char *records)
              "    type primary;\n"
              "    file \"bound.db\";\n"
              "    allow-query { " NAMEDTMP_BOUND_SOURCE "; };\n"
+             "    update-policy { grant %s zonesub ANY; };\n"
              "};\n",
-             t->keyfile, t->ro_keyfile, t->dir, t->dir, t->port, zone, NAMEDTMP_KEY);
+             t->keyfile, t->ro_keyfile, t->dir, t->dir, t->port, zone, NAMEDTMP_KEY, NAMEDTMP_KEY);
     if (write_file(t, t->conf, 0644, conf))
         goto out;
     snprintf(zonetext, strlen(records ? records : "") + 1024,
@@ -380,7 +381,9 @@ int namedtmp_start(struct namedtmp *t, const char *zone, const char *records)
                    "@ IN SOA ns." NAMEDTMP_BOUND_ZONE ". hostmaster." NAMEDTMP_BOUND_ZONE
                    ". 1 60 30 600 5\n"
                    "@ IN NS ns\n"
-                   "ns IN A 127.0.0.1\n"))
+                   "ns IN A 127.0.0.1\n"
+                   "matrix 5 IN A 127.0.1.10\n"
+                   "_triad.matrix 5 IN TXT \"epoch=0\"\n"))
         goto out;
     t->pid = spawn_named(t);
     if (t->pid <= 0) {

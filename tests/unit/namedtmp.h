@@ -10,8 +10,9 @@
  * Keys (hmac-sha256, fresh random secrets):
  *   NAMEDTMP_KEY      may update anything in the zone (update-policy)
  *   NAMEDTMP_RO_KEY   known to the server, allowed nothing: updates REFUSED
- * Zone NAMEDTMP_BOUND_ZONE answers queries only from NAMEDTMP_BOUND_SOURCE
- * (to test source address binding).
+ * Zone NAMEDTMP_BOUND_ZONE answers queries (and updates) only from
+ * NAMEDTMP_BOUND_SOURCE, to test source address binding; it holds
+ * matrix A 127.0.1.10 and _triad.matrix TXT "epoch=0".
  */
 #ifndef TRIAD_TESTS_NAMEDTMP_H
 #define TRIAD_TESTS_NAMEDTMP_H

@@ -44,6 +44,10 @@ static const char records[] =
     "_triad.matrix 5 IN TXT \"epoch=0\"\n"
     "chat 5 IN A 127.0.1.10\n"
     "chat 5 IN AAAA ::1\n"
+    "cas1 5 IN A 127.0.1.10\n"
+    "_triad.cas1 5 IN TXT \"epoch=0\"\n"
+    "cas2 5 IN A 127.0.1.10\n"
+    "_triad.cas2 5 IN TXT \"epoch=0\"\n"
     "odd 5 IN A 127.0.1.10\n"
     "_triad.odd 5 IN TXT \"not an epoch\"\n"
     "big 5 IN TXT \"0123456789012345678901234567890123456789012345678901234567890123456789\"\n"
@@ -63,12 +67,12 @@ static char skip_why[512];
 static struct tsig_key key, ro_key, bad_key, unknown_key;
 static char tmpdir[256];
 
-#define NEED_NAMED()                                      \
-    do {                                                  \
-        if (named_state != 1) {                           \
-            print_message("# skipped: %s\n", skip_why);   \
-            skip();                                       \
-        }                                                 \
+#define NEED_NAMED()                                    \
+    do {                                                \
+        if (named_state != 1) {                         \
+            print_message("# skipped: %s\n", skip_why); \
+            skip();                                     \
+        }                                               \
     } while (0)
 
 static void write_text(const char *path, mode_t mode, const char *text)
@@ -218,10 +222,9 @@ static void on_done(struct dns_update *u, const struct dns_update_result *res, v
 
 static struct dns_update_server server_with(const struct tsig_key *k)
 {
-    return (struct dns_update_server){ .server = "127.0.0.1",
-                                       .port = (uint16_t)named.port,
-                                       .key = k,
-                                       .timeout_ms = 3000 };
+    return (struct dns_update_server){
+        .server = "127.0.0.1", .port = (uint16_t)named.port, .key = k, .timeout_ms = 3000
+    };
 }
 
 static void do_query(const struct dns_update_server *srv, const char *name, uint16_t type,
@@ -268,9 +271,9 @@ static void current(const char *name, uint16_t type, char *out, size_t len)
 }
 
 /* Compare-and-swap of a fence, the way the action does it. */
-static void cas(const char *name, const char *fence, const char *from, int64_t to,
-                const char *addr, struct dns_update_msg *m, struct dns_prereq *pre,
-                struct dns_change ch[4], char *value, size_t vlen, const char **from_list)
+static void cas(const char *name, const char *fence, const char *from, int64_t to, const char *addr,
+                struct dns_update_msg *m, struct dns_prereq *pre, struct dns_change ch[4],
+                char *value, size_t vlen, const char **from_list)
 {
     snprintf(value, vlen, "\"epoch=%lld\"", (long long)to);
     from_list[0] = from;
@@ -284,12 +287,11 @@ static void cas(const char *name, const char *fence, const char *from, int64_t t
 
 /* ---- key files ---- */
 
-static const char good_key_text[] =
-    "# made by tsig-keygen\n"
-    "key \"triad-key\" {\n"
-    "\talgorithm hmac-sha256;\n"
-    "\tsecret \"yr04u1RqI7iw3jPgLiIC1q91EdaAXEPE/R/EYsrzp/A=\";\n"
-    "};\n";
+static const char good_key_text[] = "# made by tsig-keygen\n"
+                                    "key \"triad-key\" {\n"
+                                    "\talgorithm hmac-sha256;\n"
+                                    "\tsecret \"yr04u1RqI7iw3jPgLiIC1q91EdaAXEPE/R/EYsrzp/A=\";\n"
+                                    "};\n";
 
 static void key_path(const char *name, char *out, size_t len)
 {
@@ -552,8 +554,7 @@ static void silent_open(struct silent *s)
 {
     /* A UDP port whose TCP twin is free too. */
     for (int attempt = 0; attempt < 50; attempt++) {
-        struct sockaddr_in a = { .sin_family = AF_INET,
-                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
         socklen_t al = sizeof a;
         s->udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         s->tcp = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -712,16 +713,15 @@ static void test_cancel_and_bad_input(void **state)
     struct dns_change bad = { DNS_CHANGE_ADD, "www." ZONE, DNS_T_A, 5, "not-an-address" };
     struct dns_update_msg m = { ZONE, NULL, 0, &bad, 1 };
     assert_int_equal(dns_update_send(&x.loop, &srv, &m, on_done, &o, NULL), -EINVAL);
-    struct dns_change inject = { DNS_CHANGE_ADD, "www." ZONE, DNS_T_A, 5, "127.0.0.1\nx A 1.2.3.4" };
+    struct dns_change inject = { DNS_CHANGE_ADD, "www." ZONE, DNS_T_A, 5,
+                                 "127.0.0.1\nx A 1.2.3.4" };
     m.changes = &inject;
     assert_int_equal(dns_update_send(&x.loop, &srv, &m, on_done, &o, NULL), -EINVAL);
     srv.server = "localhost"; /* numeric addresses only */
-    assert_int_equal(dns_update_query(&x.loop, &srv, ZONE, DNS_T_SOA, on_done, &o, NULL),
-                     -EINVAL);
+    assert_int_equal(dns_update_query(&x.loop, &srv, ZONE, DNS_T_SOA, on_done, &o, NULL), -EINVAL);
     srv.server = "127.0.0.1";
     srv.key = NULL;
-    assert_int_equal(dns_update_query(&x.loop, &srv, ZONE, DNS_T_SOA, on_done, &o, NULL),
-                     -EINVAL);
+    assert_int_equal(dns_update_query(&x.loop, &srv, ZONE, DNS_T_SOA, on_done, &o, NULL), -EINVAL);
     ctx_run(&x);
     ctx_done(&x);
     assert_int_equal(o.calls, 0);
@@ -755,8 +755,8 @@ static void on_exec(struct rb_exec *x, int status, const char *detail, void *arg
 }
 
 /* ctx as config_to_json + rb_context would give it. */
-static json_t *action_ctx(const char *keyfile, const char *fence, const char *names_json,
-                          int port, int64_t timeout_ms)
+static json_t *action_ctx(const char *keyfile, const char *fence, const char *names_json, int port,
+                          int64_t timeout_ms)
 {
     char server[64];
     snprintf(server, sizeof server, "127.0.0.1:%d", port);
@@ -766,11 +766,11 @@ static json_t *action_ctx(const char *keyfile, const char *fence, const char *na
     json_t *ctx = json_pack(
         "{s:{s:s,s:[s],s:s,s:o,s:I,s:s,s:I},s:{s:{s:s,s:[s]},s:{s:s,s:[s,s]},s:{s:s,s:[s]}},"
         "s:{s:I}}",
-        "dns", "zone", ZONE, "servers", server, "tsig_key_file", keyfile, "names", names,
-        "ttl_ms", (json_int_t)5000, "fence_record", fence, "timeout_ms", (json_int_t)timeout_ms,
-        "sites", "dc1", "host", "127.0.1.1", "public_addresses", "127.0.1.10", "dc2", "host",
-        "127.0.2.1", "public_addresses", "127.0.2.10", "::2", "dc3", "host", "127.0.3.1",
-        "public_addresses", "127.0.3.10", "run", "epoch", (json_int_t)0);
+        "dns", "zone", ZONE, "servers", server, "tsig_key_file", keyfile, "names", names, "ttl_ms",
+        (json_int_t)5000, "fence_record", fence, "timeout_ms", (json_int_t)timeout_ms, "sites",
+        "dc1", "host", "127.0.1.1", "public_addresses", "127.0.1.10", "dc2", "host", "127.0.2.1",
+        "public_addresses", "127.0.2.10", "::2", "dc3", "host", "127.0.3.1", "public_addresses",
+        "127.0.3.10", "run", "epoch", (json_int_t)0);
     assert_non_null(ctx);
     return ctx;
 }
@@ -827,13 +827,17 @@ static void test_action_describe(void **state)
 {
     (void)state;
     struct act_env e;
-    act_init(&e, action_ctx("/nonexistent", "_triad.matrix." ZONE, "[\"matrix." ZONE "\"]", 53,
-                            2000),
+    act_init(&e,
+             action_ctx("/nonexistent", "_triad.matrix." ZONE, "[\"matrix." ZONE "\"]", 53, 2000),
              "dc2");
     struct buf b;
     buf_init(&b, 512);
-    struct rb_exec x = { .env = &e.env, .step = &e.step, .action = e.step.action,
-                         .params = e.params, .ctx = e.ctx, .epoch = 3 };
+    struct rb_exec x = { .env = &e.env,
+                         .step = &e.step,
+                         .action = e.step.action,
+                         .params = e.params,
+                         .ctx = e.ctx,
+                         .epoch = 3 };
     rb_action_dns_update.describe(&x, &b);
     assert_string_equal(b.data, "point matrix." ZONE " at 127.0.2.10, ::2 (dc2), epoch 3 (TXT "
                                 "_triad.matrix." ZONE ")");
@@ -852,10 +856,10 @@ static void test_action_run_check_ready(void **state)
     NEED_NAMED();
     struct act_env e;
     struct act_out o;
-    act_init(&e,
-             action_ctx(named.keyfile, "_triad.matrix." ZONE, "[\"matrix." ZONE "\"]",
-                        named.port, 2000),
-             "dc3");
+    act_init(
+        &e,
+        action_ctx(named.keyfile, "_triad.matrix." ZONE, "[\"matrix." ZONE "\"]", named.port, 2000),
+        "dc3");
     /* Before: the name points at dc1, the fence holds epoch=0. */
     act_op(&e, 3, RB_OP_CHECK, &o);
     assert_int_equal(o.status, 0);
@@ -899,6 +903,18 @@ static void test_action_run_check_ready(void **state)
     act_out_free(&o);
     do_query(&srv, ZONE, DNS_T_SOA, &soa2);
     assert_string_equal(soa1.rec[0].rdata, soa2.rec[0].rdata); /* same serial */
+    /* Nothing to do needs no key either. */
+    json_t *dns = json_object_get(e.ctx, "dns");
+    json_object_set_new(dns, "tsig_key_file", json_string("/nonexistent/tsig.key"));
+    act_op(&e, 3, RB_OP_RUN, &o);
+    assert_int_equal(o.status, 0);
+    assert_non_null(strstr(o.detail, "already done"));
+    act_out_free(&o);
+    act_op(&e, 3, RB_OP_READY, &o);
+    assert_int_equal(o.status, -ENOENT);
+    assert_non_null(strstr(o.detail, "/nonexistent/tsig.key does not exist"));
+    act_out_free(&o);
+    json_object_set_new(dns, "tsig_key_file", json_string(named.keyfile));
     act_op(&e, 3, RB_OP_CHECK, &o);
     assert_int_equal(o.status, 1);
     act_out_free(&o);
@@ -934,8 +950,8 @@ static void test_action_fence_absent_and_several_names(void **state)
     struct act_out o;
     /* chat has A and AAAA records; new.* does not exist; no fence yet. */
     act_init(&e,
-             action_ctx(named.keyfile, "_triad.chat." ZONE,
-                        "[\"chat." ZONE "\", \"new." ZONE "\"]", named.port, 2000),
+             action_ctx(named.keyfile, "_triad.chat." ZONE, "[\"chat." ZONE "\", \"new." ZONE "\"]",
+                        named.port, 2000),
              "dc1");
     act_op(&e, 1, RB_OP_READY, &o);
     assert_int_equal(o.status, 0);
@@ -943,7 +959,8 @@ static void test_action_fence_absent_and_several_names(void **state)
     act_out_free(&o);
     act_op(&e, 1, RB_OP_RUN, &o);
     assert_int_equal(o.status, 0);
-    assert_non_null(strstr(o.detail, "epoch (none) 0 -> 1") || strstr(o.detail, "-> 1"));
+    assert_non_null(strstr(o.detail, "epoch (none) -> 1"));
+    assert_non_null(strstr(o.detail, "clients follow within 5 s")); /* chat's old records */
     assert_true(json_is_null(json_object_get(o.result, "previous_epoch")));
     act_out_free(&o);
     char now[256];
@@ -968,8 +985,7 @@ static void test_action_errors(void **state)
     char now[256];
     /* A fence that is not "epoch=N" is never overwritten. */
     act_init(&e,
-             action_ctx(named.keyfile, "_triad.odd." ZONE, "[\"odd." ZONE "\"]", named.port,
-                        2000),
+             action_ctx(named.keyfile, "_triad.odd." ZONE, "[\"odd." ZONE "\"]", named.port, 2000),
              "dc2");
     act_op(&e, 5, RB_OP_RUN, &o);
     assert_int_equal(o.status, -EPROTO);
@@ -1009,6 +1025,236 @@ static void test_action_errors(void **state)
     act_done(&e);
 }
 
+/* Queries and updates leave from this daemon's site address (when it is a
+ * local address): NAMEDTMP_BOUND_ZONE serves only NAMEDTMP_BOUND_SOURCE. */
+static void test_action_source_address(void **state)
+{
+    (void)state;
+    NEED_NAMED();
+    struct act_env e;
+    struct act_out o;
+    json_t *ctx = action_ctx(named.keyfile, "_triad.matrix." NAMEDTMP_BOUND_ZONE,
+                             "[\"matrix." NAMEDTMP_BOUND_ZONE "\"]", named.port, 1000);
+    json_object_set_new(json_object_get(ctx, "dns"), "zone", json_string(NAMEDTMP_BOUND_ZONE));
+    json_object_set_new(json_object_get(json_object_get(ctx, "sites"), "dc3"), "host",
+                        json_string(NAMEDTMP_BOUND_SOURCE));
+    act_init(&e, ctx, "dc2");
+    /* From dc1's address (127.0.1.1): refused. */
+    json_object_set_new(e.ctx, "site", json_string("dc1"));
+    act_op(&e, 2, RB_OP_RUN, &o);
+    assert_int_equal(o.status, -EPERM);
+    assert_non_null(strstr(o.detail, "cannot read the fence record"));
+    act_out_free(&o);
+    /* From dc3's (NAMEDTMP_BOUND_SOURCE): served. */
+    json_object_set_new(e.ctx, "site", json_string("dc3"));
+    act_op(&e, 2, RB_OP_RUN, &o);
+    assert_int_equal(o.status, 0);
+    assert_non_null(strstr(o.detail, "epoch 0 -> 2"));
+    act_out_free(&o);
+    act_op(&e, 2, RB_OP_CHECK, &o);
+    assert_int_equal(o.status, 1);
+    act_out_free(&o);
+    act_done(&e);
+}
+
+/* Two leaders at once, epochs 6 and 7: whatever the order the server sees
+ * them in, the newer decision is what DNS ends up with. */
+static void test_action_concurrent_leaders(void **state)
+{
+    (void)state;
+    NEED_NAMED();
+    int rereads = 0;
+    for (int round = 0; round < 3; round++) {
+        struct act_env e;
+        struct act_out o6, o7;
+        char name[64], fence[80], names[80], now[256];
+        snprintf(name, sizeof name, "lead%d." ZONE, round);
+        snprintf(fence, sizeof fence, "_triad.%s", name);
+        snprintf(names, sizeof names, "[\"%s\"]", name);
+        act_init(&e, action_ctx(named.keyfile, fence, names, named.port, 2000), "dc2");
+        json_t *p7 = json_pack("{s:s}", "site", "dc3");
+        memset(&o6, 0, sizeof o6);
+        memset(&o7, 0, sizeof o7);
+        struct rb_exec *x6 = rb_exec_start(&e.env, &e.step, e.params, e.ctx, "run-6", 6 + 2 * round,
+                                           RB_OP_RUN, on_exec, &o6);
+        struct rb_exec *x7 = rb_exec_start(&e.env, &e.step, p7, e.ctx, "run-7", 7 + 2 * round,
+                                           RB_OP_RUN, on_exec, &o7);
+        assert_non_null(x6);
+        assert_non_null(x7);
+        ctx_run(&e.x);
+        assert_int_equal(o6.calls, 1);
+        assert_int_equal(o7.calls, 1);
+        assert_int_equal(o7.status, 0);
+        assert_true(o6.status == 0 || o6.status == -ESTALE);
+        rereads += (int)json_integer_value(json_object_get(o7.result, "fence_rereads"));
+        if (o6.status == -ESTALE)
+            assert_non_null(strstr(o6.detail, "newer decision"));
+        current(fence, DNS_T_TXT, now, sizeof now);
+        char want[32];
+        snprintf(want, sizeof want, "\"epoch=%d\"", 7 + 2 * round);
+        assert_string_equal(now, want);
+        current(name, DNS_T_A, now, sizeof now);
+        assert_string_equal(now, "127.0.3.10");
+        act_out_free(&o6);
+        act_out_free(&o7);
+        json_decref(p7);
+        act_done(&e);
+    }
+    print_message("# the newer leader re-read the fence in %d of 3 rounds\n", rereads);
+}
+
+/* A UDP relay to named on the test's loop. Before it forwards the first
+ * UPDATE it sees, it lets another writer change the fence: the action's
+ * prerequisite then fails, deterministically. */
+struct interloper {
+    uv_udp_t front; /* the action talks to this */
+    uv_udp_t back;  /* to named */
+    struct sockaddr_in named_addr;
+    struct {
+        uint16_t id;
+        struct sockaddr_storage from;
+    } map[256];
+    int updates;
+    int port;
+    const char *name, *fence;
+    int64_t epoch; /* what the other writer writes */
+    char buf[65536];
+};
+
+static void il_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    (void)suggested;
+    struct interloper *il = h->data;
+    *b = uv_buf_init(il->buf, sizeof il->buf);
+}
+
+static void il_from_client(uv_udp_t *h, ssize_t n, const uv_buf_t *b, const struct sockaddr *from,
+                           unsigned flags)
+{
+    (void)flags;
+    struct interloper *il = h->data;
+    if (n < 12 || !from)
+        return;
+    const unsigned char *p = (const unsigned char *)b->base;
+    uint16_t id = (uint16_t)(p[0] << 8 | p[1]);
+    il->map[id & 255].id = id;
+    memcpy(&il->map[id & 255].from, from, sizeof(struct sockaddr_in));
+    if (((p[2] >> 3) & 0x0f) == 5 && ++il->updates == 1) {
+        /* The other writer's compare-and-swap, on a loop of its own. */
+        struct dns_update_server srv = server_with(&key);
+        struct dns_update_msg m;
+        struct dns_prereq pre;
+        struct dns_change ch[4];
+        char value[32];
+        const char *from_list[1];
+        struct outcome o;
+        cas(il->name, il->fence, "\"epoch=0\"", il->epoch, "127.0.9.9", &m, &pre, ch, value,
+            sizeof value, from_list);
+        do_update(&srv, &m, &o);
+        assert_int_equal(o.result, 0);
+    }
+    uv_buf_t out = uv_buf_init(b->base, (unsigned)n);
+    uv_udp_try_send(&il->back, &out, 1, (const struct sockaddr *)&il->named_addr);
+}
+
+static void il_from_named(uv_udp_t *h, ssize_t n, const uv_buf_t *b, const struct sockaddr *from,
+                          unsigned flags)
+{
+    (void)flags;
+    (void)from;
+    struct interloper *il = h->data;
+    if (n < 12)
+        return;
+    const unsigned char *p = (const unsigned char *)b->base;
+    uint16_t id = (uint16_t)(p[0] << 8 | p[1]);
+    if (il->map[id & 255].id != id)
+        return;
+    uv_buf_t out = uv_buf_init(b->base, (unsigned)n);
+    uv_udp_try_send(&il->front, &out, 1, (const struct sockaddr *)&il->map[id & 255].from);
+}
+
+static void il_open(struct interloper *il, uv_loop_t *loop, const char *name, const char *fence,
+                    int64_t epoch)
+{
+    struct sockaddr_in a;
+    int len = sizeof a;
+    memset(il, 0, sizeof *il);
+    il->name = name;
+    il->fence = fence;
+    il->epoch = epoch;
+    uv_ip4_addr("127.0.0.1", named.port, &il->named_addr);
+    uv_ip4_addr("127.0.0.1", 0, &a);
+    uv_udp_init(loop, &il->front);
+    uv_udp_init(loop, &il->back);
+    il->front.data = il;
+    il->back.data = il;
+    assert_int_equal(uv_udp_bind(&il->front, (const struct sockaddr *)&a, 0), 0);
+    assert_int_equal(uv_udp_bind(&il->back, (const struct sockaddr *)&a, 0), 0);
+    assert_int_equal(uv_udp_getsockname(&il->front, (struct sockaddr *)&a, &len), 0);
+    il->port = ntohs(a.sin_port);
+    uv_udp_recv_start(&il->front, il_alloc, il_from_client);
+    uv_udp_recv_start(&il->back, il_alloc, il_from_named);
+    uv_unref((uv_handle_t *)&il->front);
+    uv_unref((uv_handle_t *)&il->back);
+}
+
+static void il_close(struct interloper *il)
+{
+    uv_close((uv_handle_t *)&il->front, NULL);
+    uv_close((uv_handle_t *)&il->back, NULL);
+}
+
+static void test_action_fence_changed_under_us(void **state)
+{
+    (void)state;
+    NEED_NAMED();
+    struct act_env e;
+    struct act_out o;
+    struct interloper il;
+    char now[256];
+    /* Another writer moves the fence to epoch 2 (older than ours): read it
+     * again, and the update with the new prerequisite goes through. */
+    act_init(&e, action_ctx(named.keyfile, "_triad.cas1." ZONE, "[\"cas1." ZONE "\"]", 0, 2000),
+             "dc2");
+    il_open(&il, &e.x.loop, "cas1." ZONE, "_triad.cas1." ZONE, 2);
+    char server[64];
+    snprintf(server, sizeof server, "127.0.0.1:%d", il.port);
+    json_array_set_new(json_object_get(json_object_get(e.ctx, "dns"), "servers"), 0,
+                       json_string(server));
+    act_op(&e, 5, RB_OP_RUN, &o);
+    assert_int_equal(o.status, 0);
+    assert_int_equal(il.updates, 2);
+    assert_int_equal(json_integer_value(json_object_get(o.result, "fence_rereads")), 1);
+    assert_non_null(strstr(o.detail, "epoch 2 -> 5"));
+    assert_int_equal(json_integer_value(json_object_get(o.result, "previous_epoch")), 2);
+    act_out_free(&o);
+    il_close(&il);
+    act_done(&e);
+    current("_triad.cas1." ZONE, DNS_T_TXT, now, sizeof now);
+    assert_string_equal(now, "\"epoch=5\"");
+    current("cas1." ZONE, DNS_T_A, now, sizeof now);
+    assert_string_equal(now, "127.0.2.10");
+
+    /* The other writer is a newer decision (epoch 9): stop, change nothing. */
+    act_init(&e, action_ctx(named.keyfile, "_triad.cas2." ZONE, "[\"cas2." ZONE "\"]", 0, 2000),
+             "dc2");
+    il_open(&il, &e.x.loop, "cas2." ZONE, "_triad.cas2." ZONE, 9);
+    snprintf(server, sizeof server, "127.0.0.1:%d", il.port);
+    json_array_set_new(json_object_get(json_object_get(e.ctx, "dns"), "servers"), 0,
+                       json_string(server));
+    act_op(&e, 5, RB_OP_RUN, &o);
+    assert_int_equal(o.status, -ESTALE);
+    assert_int_equal(il.updates, 1);
+    assert_non_null(strstr(o.detail, "a newer decision (epoch 9) already changed DNS"));
+    act_out_free(&o);
+    il_close(&il);
+    act_done(&e);
+    current("_triad.cas2." ZONE, DNS_T_TXT, now, sizeof now);
+    assert_string_equal(now, "\"epoch=9\"");
+    current("cas2." ZONE, DNS_T_A, now, sizeof now);
+    assert_string_equal(now, "127.0.9.9");
+}
+
 static void test_action_unreachable_and_cancel(void **state)
 {
     (void)state;
@@ -1019,8 +1265,7 @@ static void test_action_unreachable_and_cancel(void **state)
     char keyfile[512];
     key_path("good.key", keyfile, sizeof keyfile);
     write_text(keyfile, 0600, good_key_text);
-    act_init(&e, action_ctx(keyfile, "_triad.www." ZONE, "[\"www." ZONE "\"]", s.port, 400),
-             "dc2");
+    act_init(&e, action_ctx(keyfile, "_triad.www." ZONE, "[\"www." ZONE "\"]", s.port, 400), "dc2");
     /* check cannot tell; ready and run fail within the DNS timeout. */
     uint64_t t0 = uv_hrtime();
     act_op(&e, 3, RB_OP_CHECK, &o);
@@ -1075,6 +1320,9 @@ int main(void)
         cmocka_unit_test(test_action_run_check_ready),
         cmocka_unit_test(test_action_fence_absent_and_several_names),
         cmocka_unit_test(test_action_errors),
+        cmocka_unit_test(test_action_source_address),
+        cmocka_unit_test(test_action_concurrent_leaders),
+        cmocka_unit_test(test_action_fence_changed_under_us),
         cmocka_unit_test(test_action_unreachable_and_cancel),
     };
     return cmocka_run_group_tests(tests, suite_setup, suite_teardown);

@@ -34,8 +34,9 @@
  * Lifetime, libuv style: the start functions return errors (bad arguments,
  * memory), never call back; once they return 0 the callback runs exactly
  * once, from a loop callback, and the request is freed after its handles'
- * close callbacks. dns_update_cancel() makes the callback run soon with
- * -ECANCELED (no-op once the result is decided).
+ * close callbacks: the handle is invalid once the callback has run.
+ * dns_update_cancel() makes the callback run soon with -ECANCELED (no-op
+ * once the result is decided).
  */
 #ifndef TRIAD_DNS_UPDATE_H
 #define TRIAD_DNS_UPDATE_H

@@ -53,6 +53,20 @@ static void print_human(json_t *st)
             printf("       %-14s %s\n", str(p, "name"), str(p, "detail"));
         }
     }
+    json_t *rd = json_object_get(st, "readiness");
+    json_t *ready = json_object_get(rd, "ready");
+    if (json_is_boolean(ready)) {
+        printf("\nready: %s", json_is_true(ready) ? "yes" : "no");
+        size_t i;
+        json_t *why;
+        json_array_foreach(json_object_get(rd, "reasons"), i, why)
+        {
+            printf("%s%s", i ? "; " : " (", json_string_value(why));
+        }
+        printf("%s\n", json_array_size(json_object_get(rd, "reasons")) ? ")" : "");
+    } else {
+        printf("\nready: not checked yet\n");
+    }
     json_t *run = json_object_get(st, "run");
     if (json_is_object(run))
         printf("\nrun %s (%s): %s\n", str(run, "id"), str(run, "runbook"), str(run, "state"));

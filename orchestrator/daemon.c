@@ -18,6 +18,7 @@
 #include "orchestrator/control.h"
 #include "orchestrator/notify.h"
 #include "orchestrator/peers.h"
+#include "orchestrator/readiness.h"
 #include "orchestrator/runs.h"
 
 #define TICK_MS         100
@@ -241,6 +242,8 @@ static void on_tick(uv_timer_t *t)
     update_views(d);
     if (d->runs)
         runs_tick(d->runs);
+    if (d->readiness)
+        readiness_tick(d->readiness);
     quorum_tick(&d->q, loop_now_ms());
 }
 
@@ -325,6 +328,10 @@ static void stop(struct daemon *d)
         d->closing++;
         control_close(d->api, on_api_closed, d);
         d->api = NULL;
+    }
+    if (d->readiness) {
+        readiness_close(d->readiness);
+        d->readiness = NULL;
     }
     d->closing++;
     if (d->runs) {
@@ -463,6 +470,7 @@ int daemon_run(const char *config_path)
     log_ev(LOG_INFO, "start", "triad daemon starting", { "version", TRIAD_VERSION },
            { "cluster", d->cfg.cluster }, { "site", d->cfg.site }, { "epoch", epoch },
            { "primary", quorum_site_name(&d->q, d->q.d.primary) });
+    readiness_init(&d->readiness, d);
     if (runs_init(&d->runs, d) < 0) {
         log_ev(LOG_ERROR, "journal", "cannot open the run journal", { "dir", d->cfg.state_dir });
         result = EXIT_FATAL;

@@ -18,6 +18,7 @@ struct http_client;
 struct dns_client;
 struct notifier;
 struct runs;
+struct readiness;
 
 struct daemon {
     const char *config_path;
@@ -32,6 +33,7 @@ struct daemon {
     struct dns_client *dns;   /* actions */
     struct notifier *notifier;
     struct runs *runs;
+    struct readiness *readiness;
     struct quorum q;
     uv_timer_t tick;
     char state_path[4096];

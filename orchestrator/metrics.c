@@ -7,6 +7,7 @@
 #include "lib/loop.h"
 #include "orchestrator/daemon.h"
 #include "orchestrator/peers.h"
+#include "orchestrator/readiness.h"
 
 /* Label values are names from the configuration (letters, digits, - _ .),
  * so they need no escaping. */
@@ -77,6 +78,9 @@ void metrics_render(struct daemon *d, struct buf *b)
     buf_printf(b, "triad_leader %d\n", d->q.role == QROLE_LEADER);
     help(b, "triad_lease_held", "gauge", "1 when this (primary) site holds its lease");
     buf_printf(b, "triad_lease_held %d\n", quorum_holds_lease(&d->q, now));
+    help(b, "triad_failover_ready", "gauge",
+         "1 when the failover runbook's readiness checks pass from this site");
+    buf_printf(b, "triad_failover_ready %d\n", readiness_ready(d->readiness));
     help(b, "triad_self_fenced", "gauge", "1 when this site has fenced itself");
     buf_printf(b, "triad_self_fenced %d\n", d->q.self_fenced);
 }

@@ -6,6 +6,7 @@
 
 #include "fencing/fence.h"
 #include "lib/buf.h"
+#include "lib/redfish_client.h"
 #include "orchestrator/config.h"
 #include "runbooks/actions/actions.h"
 
@@ -37,8 +38,22 @@ static void validate(const struct rb_validate_ctx *v)
     }
 }
 
+/* Readiness: every Redfish BMC of the step answers with our credentials
+ * (an unreachable BMC or a rotated password is found before the disaster). */
+struct fence_ready {
+    int kind; /* 1 */
+    size_t next;
+    struct redfish_client *rc;
+    struct redfish_request *req;
+    struct buf problems;
+    bool releasing; /* release waits for the request in flight */
+};
+
+static void ready_free(struct rb_exec *x);
+
 /* One fence step: methods tried in order until one is verified. */
 struct fence_run {
+    int kind; /* 0: a fence run; 1: a readiness check (struct fence_ready) */
     size_t next;
     struct fence_op *op;
     uv_timer_t timer; /* the lease wait */
@@ -205,7 +220,7 @@ static void run(struct rb_exec *x)
 static void cancel(struct rb_exec *x)
 {
     struct fence_run *fr = x->state;
-    if (!fr)
+    if (!fr || fr->kind == 1)
         return;
     if (fr->op) {
         fence_forget(fr->op);
@@ -232,6 +247,16 @@ static void release(struct rb_exec *x)
         rb_exec_released(x);
         return;
     }
+    if (fr->kind == 1) {
+        struct fence_ready *rdy = x->state;
+        if (rdy->req) {
+            rdy->releasing = true;
+            redfish_request_cancel(rdy->req); /* on_bmc frees */
+            return;
+        }
+        ready_free(x);
+        return;
+    }
     cancel(x);
     if (fr->timer_open) {
         uv_close((uv_handle_t *)&fr->timer, on_timer_closed);
@@ -241,6 +266,79 @@ static void release(struct rb_exec *x)
     free(fr);
     x->state = NULL;
     rb_exec_released(x);
+}
+
+static void ready_next(struct rb_exec *x);
+
+static void ready_free(struct rb_exec *x)
+{
+    struct fence_ready *fr = x->state;
+    if (fr->rc)
+        redfish_client_free(fr->rc);
+    buf_free(&fr->problems);
+    free(fr);
+    x->state = NULL;
+    rb_exec_released(x);
+}
+
+static void on_bmc(struct redfish_request *req, const struct redfish_result *r, void *arg)
+{
+    (void)req;
+    struct rb_exec *x = arg;
+    struct fence_ready *fr = x->state;
+    fr->req = NULL;
+    if (fr->releasing) {
+        ready_free(x);
+        return;
+    }
+    if (r->status < 0)
+        buf_printf(&fr->problems, "%sBMC %s: %s", fr->problems.len ? "; " : "",
+                   json_string_value(json_array_get(json_object_get(x->params, "methods"),
+                                                    fr->next - 1)),
+                   r->detail);
+    redfish_client_free(fr->rc);
+    fr->rc = NULL;
+    ready_next(x);
+}
+
+static void ready_next(struct rb_exec *x)
+{
+    struct fence_ready *fr = x->state;
+    json_t *methods = json_object_get(x->params, "methods");
+    while (fr->next < json_array_size(methods)) {
+        const struct cfg_fence *f =
+            config_fence(x->env->cfg, json_string_value(json_array_get(methods, fr->next++)));
+        if (!f || f->method != FENCE_REDFISH || !x->env->http)
+            continue;
+        struct redfish_config rc = { .url = f->url, .credentials_file = f->credentials_file,
+                                     .ca_file = f->ca_file, .timeout_ms = 5000 };
+        char err[256];
+        if (redfish_client_new(x->env->http, &rc, &fr->rc, err, sizeof err) < 0) {
+            buf_printf(&fr->problems, "%s%s: %s", fr->problems.len ? "; " : "", f->name, err);
+            continue;
+        }
+        if (redfish_get_system(fr->rc, f->system, on_bmc, x, &fr->req) == 0)
+            return;
+        redfish_client_free(fr->rc);
+        fr->rc = NULL;
+    }
+    if (fr->problems.len)
+        rb_exec_done(x, -EHOSTUNREACH, "%s", fr->problems.data);
+    else
+        rb_exec_done(x, 0, "every BMC answers");
+}
+
+static void ready(struct rb_exec *x)
+{
+    struct fence_ready *fr = calloc(1, sizeof *fr);
+    if (!fr) {
+        rb_exec_done(x, -ENOMEM, "out of memory");
+        return;
+    }
+    fr->kind = 1;
+    buf_init(&fr->problems, 2048);
+    x->state = fr;
+    ready_next(x);
 }
 
 /* Whether the site is already fenced needs the same independent
@@ -260,6 +358,7 @@ const struct rb_action_ops rb_action_fence = {
     .describe = describe,
     .check = check,
     .run = run,
+    .ready = ready,
     .self_verifying = true,
     .cancel = cancel,
     .release = release,

@@ -38,8 +38,8 @@ static const char *str(json_t *o, const char *k)
 /* Runs the hook for a phase, optionally capturing its output. Returns its
  * exit status (or -1 when it could not run). The CLI may block: it is not
  * the daemon. */
-static int hook(const struct config *cfg, const char *phase, const char *scenario,
-                const char *site, int64_t fault_ms, struct buf *out)
+static int hook(const struct config *cfg, const char *phase, const char *scenario, const char *site,
+                int64_t fault_ms, struct buf *out)
 {
     if (!cfg->drill.n_hook)
         return -1;
@@ -102,9 +102,10 @@ static void approve(const struct config *cfg, const char *run, const char *step,
     json_t *ans = NULL;
     int code = api_call(cfg->api.socket, "POST", path, body, &ans, err, sizeof err);
     printf("  [drill --yes] approved step '%s' (%s): %s\n", step, shown,
-           code == 200 ? "ok" : json_is_string(json_object_get(ans, "error"))
-                                    ? json_string_value(json_object_get(ans, "error"))
-                                    : err);
+           code == 200 ? "ok"
+           : json_is_string(json_object_get(ans, "error"))
+               ? json_string_value(json_object_get(ans, "error"))
+               : err);
     json_decref(ans);
     json_decref(body);
 }
@@ -188,7 +189,9 @@ int cmd_drill(const struct cli_args *a)
         json_t *ans = NULL;
         int code = api_call(cfg.api.socket, "POST", "/v1/runs", body, &ans, err, sizeof err);
         printf("%s requested: %s\n", scenario,
-               code == 202 ? str(ans, "detail") : json_is_object(ans) ? str(ans, "error") : err);
+               code == 202           ? str(ans, "detail")
+               : json_is_object(ans) ? str(ans, "error")
+                                     : err);
         json_decref(ans);
         json_decref(body);
         if (code != 202) {

@@ -1184,27 +1184,12 @@ static void cross_check(struct reader *r, struct ynode *root)
 int config_load(struct config *cfg, const char *path, const struct config_load_opts *opts,
                 struct diag *d)
 {
-    static const char *const keys[] = { "cluster",
-                                        "site",
-                                        "state_dir",
-                                        "sites",
-                                        "tls",
-                                        "postgres",
-                                        "health",
-                                        "probe_defaults",
-                                        "probes",
-                                        "quorum",
-                                        "failover",
-                                        "runbooks",
-                                        "approvals",
-                                        "fencing",
-                                        "ess",
-                                        "dns",
-                                        "notifications",
-                                        "api",
-                                        "operators",
-                                        "log",
-                                        NULL };
+    static const char *const keys[] = { "cluster",       "site",     "state_dir", "sites",
+                                        "tls",           "postgres", "health",    "probe_defaults",
+                                        "probes",        "quorum",   "failover",  "runbooks",
+                                        "approvals",     "fencing",  "ess",       "dns",
+                                        "notifications", "api",      "operators", "log",
+                                        "drill",         NULL };
     static const char *const pd_keys[] = { "interval", "timeout", "jitter", NULL };
     static const struct config_load_opts no_opts = { 0 };
     memset(cfg, 0, sizeof *cfg);

@@ -59,6 +59,16 @@ static const char *operator_of(struct control *c, struct httpd_request *req)
                 snprintf(token_hex + 2 * i, 3, "%02x", md[i]);
         }
     }
+    /* A token, when one is presented, decides alone: a wrong one is refused
+     * rather than falling back to the connection's identity. */
+    if (req->authorization) {
+        for (size_t i = 0; token_hex[0] && i < cfg->n_operators; i++) {
+            const struct cfg_operator *o = &cfg->operators[i];
+            if (o->token_sha256 && !strcmp(o->token_sha256, token_hex))
+                return o->name;
+        }
+        return NULL;
+    }
     for (size_t i = 0; i < cfg->n_operators; i++) {
         const struct cfg_operator *o = &cfg->operators[i];
         if (peer->transport == HTTPD_UNIX && o->unix_user && peer->user[0] &&
@@ -66,8 +76,6 @@ static const char *operator_of(struct control *c, struct httpd_request *req)
             return o->name;
         if (peer->transport == HTTPD_EXTERNAL && o->cert_cn && !strncmp(peer->identity, "cn=", 3) &&
             !strcmp(peer->identity + 3, o->cert_cn))
-            return o->name;
-        if (token_hex[0] && o->token_sha256 && !strcmp(o->token_sha256, token_hex))
             return o->name;
     }
     return NULL;

@@ -32,8 +32,8 @@ struct readiness {
     json_t *ctx;
     size_t cur;
     struct rb_exec *x;
-    json_t *reasons;  /* of the round in progress */
-    json_t *last;     /* reasons of the last complete round */
+    json_t *reasons; /* of the round in progress */
+    json_t *last;    /* reasons of the last complete round */
     bool ready, known;
     int64_t checked_ms;
     int64_t next_ms;
@@ -85,8 +85,8 @@ static void on_ready(struct rb_exec *x, int status, const char *detail, void *ar
         return;
     }
     if (status < 0)
-        json_array_append_new(rd->reasons,
-                              json_sprintf("step %s (%s): %s", x->step->id, x->action->name, detail));
+        json_array_append_new(
+            rd->reasons, json_sprintf("step %s (%s): %s", x->step->id, x->action->name, detail));
     rd->cur++;
     next_step(rd);
 }
@@ -137,8 +137,8 @@ static void check_cert(struct readiness *rd, const char *what, const char *file)
     }
     time_t soon = time(NULL) + CERT_WARN_DAYS * 86400;
     if (X509_cmp_time(X509_get0_notAfter(x), &soon) < 0)
-        json_array_append_new(rd->reasons, json_sprintf("%s %s expires within %d days", what, file,
-                                                        CERT_WARN_DAYS));
+        json_array_append_new(
+            rd->reasons, json_sprintf("%s %s expires within %d days", what, file, CERT_WARN_DAYS));
     X509_free(x);
 }
 

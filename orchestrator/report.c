@@ -38,7 +38,9 @@ json_t *report_build(json_t *records, json_t *drill)
     json_t *tl = json_array();
     json_t *det = json_object_get(run, "detection");
     int64_t fault = drill ? ival(drill, "fault_ms") : 0;
-    int64_t t0 = fault ? fault : ival(det, "sdown_ms") ? ival(det, "sdown_ms") : ival(run, "started_ms");
+    int64_t t0 = fault                   ? fault
+                 : ival(det, "sdown_ms") ? ival(det, "sdown_ms")
+                                         : ival(run, "started_ms");
     const char *from = sval(run, "from"), *leader = sval(run, "leader");
     add_event(tl, fault, "drill", drill ? sval(drill, "scenario") : "", 0, "fault");
     add_event(tl, ival(det, "sdown_ms"), sval(det, "site"), "+sdown", 0, "detect");
@@ -84,9 +86,9 @@ json_t *report_build(json_t *records, json_t *drill)
     int64_t service_ok = drill ? ival(drill, "service_ok_ms") : 0;
     add_event(tl, service_ok, "drill", "writes succeed through the public name", 0, "verified");
     json_t *fig = json_object();
-#define SECS(name, v)                                                                              \
-    json_object_set_new(fig, name, (v) > 0 && t0 > 0 ? json_real((double)((v)-t0) / 1000.0)       \
-                                                     : json_null())
+#define SECS(name, v)              \
+    json_object_set_new(fig, name, \
+                        (v) > 0 && t0 > 0 ? json_real((double)((v)-t0) / 1000.0) : json_null())
     SECS("detection_s", ival(det, "odown_ms"));
     SECS("decision_s", ival(det, "decided_ms"));
     SECS("promoted_s", promote_end);
@@ -146,8 +148,8 @@ void report_summary(json_t *rep, struct buf *b)
     buf_printf(b, "run %s (%s %s -> %s): %s\n", sval(run, "id"), sval(run, "runbook"),
                sval(run, "from"), sval(run, "to"), sval(run, "state"));
     if (json_is_number(rto))
-        buf_printf(b, "RTO: %.1f s (of which waiting for humans: %.1f s)\n",
-                   json_number_value(rto), json_number_value(json_object_get(fig, "human_wait_s")));
+        buf_printf(b, "RTO: %.1f s (of which waiting for humans: %.1f s)\n", json_number_value(rto),
+                   json_number_value(json_object_get(fig, "human_wait_s")));
     else
         buf_printf(b, "RTO: not measured (no drill data)\n");
     json_t *rpo = json_object_get(fig, "rpo_bytes");
@@ -162,7 +164,8 @@ void report_summary(json_t *rep, struct buf *b)
         buf_printf(b, "acknowledged writes lost: not measured\n");
     json_t *sb = json_object_get(fig, "split_brain_writes");
     if (json_is_integer(sb))
-        buf_printf(b, "writes accepted by two primaries: %lld\n", (long long)json_integer_value(sb));
+        buf_printf(b, "writes accepted by two primaries: %lld\n",
+                   (long long)json_integer_value(sb));
 }
 
 void report_markdown(json_t *rep, struct buf *b)
@@ -197,7 +200,8 @@ void report_markdown(json_t *rep, struct buf *b)
     json_t *lost = json_object_get(fig, "acknowledged_writes_lost");
     if (json_is_integer(lost))
         buf_printf(b, "| acknowledged writes lost | %lld |\n", (long long)json_integer_value(lost));
-    buf_printf(b, "\n## Steps\n\n| step | action | state | waited | detail |\n|---|---|---|---|---|\n");
+    buf_printf(
+        b, "\n## Steps\n\n| step | action | state | waited | detail |\n|---|---|---|---|---|\n");
     size_t i;
     json_t *s;
     json_array_foreach(json_object_get(run, "steps"), i, s)
@@ -260,9 +264,10 @@ static const char *color(const char *kind, const char *label)
     if (!strcmp(kind, "wait"))
         return "url(#hatch)";
     if (!strcmp(kind, "step"))
-        return !strcmp(label, "done") ? "#2e7d32" : !strcmp(label, "skipped") ? "#90a4ae"
-                                      : !strcmp(label, "failed")              ? "#c62828"
-                                                                              : "#1565c0";
+        return !strcmp(label, "done")      ? "#2e7d32"
+               : !strcmp(label, "skipped") ? "#90a4ae"
+               : !strcmp(label, "failed")  ? "#c62828"
+                                           : "#1565c0";
     if (!strcmp(kind, "fault") || !strcmp(kind, "probe-down"))
         return "#c62828";
     if (!strcmp(kind, "probe-up") || !strcmp(kind, "verified"))
@@ -294,8 +299,9 @@ static void svg_timeline(json_t *rep, struct buf *b)
     if (span < 1)
         span = 1;
     int height = top + (int)nl * row + 20;
-    buf_printf(b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-                  "font-family=\"sans-serif\" font-size=\"11\">\n",
+    buf_printf(b,
+               "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+               "font-family=\"sans-serif\" font-size=\"11\">\n",
                left + width + 20, height);
     buf_append_str(b, "<defs><pattern id=\"hatch\" width=\"6\" height=\"6\" "
                       "patternUnits=\"userSpaceOnUse\" patternTransform=\"rotate(45)\">"
@@ -306,8 +312,9 @@ static void svg_timeline(json_t *rep, struct buf *b)
     int step = span > 60 ? 10 : span > 20 ? 5 : 1;
     for (int t = 0; t <= (int)span; t += step) {
         double x = left + (double)t / span * width;
-        buf_printf(b, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#eee\"/>"
-                      "<text x=\"%.1f\" y=\"%d\" fill=\"#666\">%ds</text>\n",
+        buf_printf(b,
+                   "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#eee\"/>"
+                   "<text x=\"%.1f\" y=\"%d\" fill=\"#666\">%ds</text>\n",
                    x, top - 5, x, height - 15, x + 2, top - 10, t);
     }
     for (size_t k = 0; k < nl; k++) {
@@ -327,8 +334,9 @@ static void svg_timeline(json_t *rep, struct buf *b)
             double x2 = left + (double)(ival(e, "end_ms") - t0) / 1000.0 / span * width;
             if (x2 < x + 2)
                 x2 = x + 2;
-            buf_printf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"16\" fill=\"%s\" "
-                          "opacity=\"0.85\"><title>",
+            buf_printf(b,
+                       "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"16\" fill=\"%s\" "
+                       "opacity=\"0.85\"><title>",
                        x, y, x2 - x, color(kind, label));
             esc(b, label);
             buf_append_str(b, "</title></rect>\n");
@@ -338,8 +346,9 @@ static void svg_timeline(json_t *rep, struct buf *b)
                 buf_append_str(b, "</text>\n");
             }
         } else {
-            buf_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"%s\"/><text x=\"%.1f\" "
-                          "y=\"%.1f\">",
+            buf_printf(b,
+                       "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"%s\"/><text x=\"%.1f\" "
+                       "y=\"%.1f\">",
                        x, y + 8, color(kind, label), x + 8, y + 12);
             esc(b, label);
             buf_append_str(b, "</text>\n");
@@ -400,8 +409,9 @@ void report_html(json_t *rep, struct buf *b)
         esc(b, sval(s, "shown"));
         buf_append_str(b, "</td></tr>\n");
     }
-    buf_append_str(b, "</table>\n<h2>Probe transitions during the run</h2>\n<table><tr>"
-                      "<th>time</th><th>site</th><th>probe</th><th>state</th><th>detail</th></tr>\n");
+    buf_append_str(b,
+                   "</table>\n<h2>Probe transitions during the run</h2>\n<table><tr>"
+                   "<th>time</th><th>site</th><th>probe</th><th>state</th><th>detail</th></tr>\n");
     json_array_foreach(json_object_get(run, "probes"), i, s)
     {
         char t[40];

@@ -341,9 +341,10 @@ static void on_exec_result(struct runs *r, json_t *msg)
             json_object_update(dl->x->result, res);
         const char *detail = json_string_value(json_object_get(msg, "detail"));
         rb_exec_done(dl->x, (int)json_integer_value(json_object_get(msg, "status")), "%s (on %s)",
-                     detail ? detail : "", json_string_value(json_object_get(msg, "site"))
-                                               ? json_string_value(json_object_get(msg, "site"))
-                                               : "its site");
+                     detail ? detail : "",
+                     json_string_value(json_object_get(msg, "site"))
+                         ? json_string_value(json_object_get(msg, "site"))
+                         : "its site");
         return;
     }
 }
@@ -403,7 +404,8 @@ static void on_exec(struct runs *r, int site, json_t *msg)
     const char *rbname = json_string_value(json_object_get(msg, "runbook"));
     const char *step = json_string_value(json_object_get(msg, "step"));
     const char *op = json_string_value(json_object_get(msg, "op"));
-    struct remote_exec tmp = { .r = r, .site = site,
+    struct remote_exec tmp = { .r = r,
+                               .site = site,
                                .id = (uint64_t)json_integer_value(json_object_get(msg, "id")) };
     if (!run || !rbname || !step || !op) {
         remote_reply(&tmp, -EINVAL, "malformed request", NULL);
@@ -412,8 +414,7 @@ static void on_exec(struct runs *r, int site, json_t *msg)
     if (q->d.decision_epoch != epoch || q->d.decision_leader != site ||
         strcmp(q->d.decision_run, run) != 0) {
         remote_reply(&tmp, -EPERM,
-                     "refused: the sender is not the leader of the decision this site holds",
-                     NULL);
+                     "refused: the sender is not the leader of the decision this site holds", NULL);
         log_ev(LOG_WARN, "exec-refused", "a step was asked by a site that is not the leader",
                { "from", quorum_site_name(q, site) }, { "run", run });
         return;
@@ -463,8 +464,9 @@ static void on_exec(struct runs *r, int site, json_t *msg)
     re->guard.data = re;
     uv_timer_start(&re->guard, on_remote_guard, (uint64_t)st->timeout_ms, 0);
     r->remote_running++;
-    enum rb_op o = !strcmp(op, "check") ? RB_OP_CHECK : !strcmp(op, "ready") ? RB_OP_READY
-                                                                              : RB_OP_RUN;
+    enum rb_op o = !strcmp(op, "check")   ? RB_OP_CHECK
+                   : !strcmp(op, "ready") ? RB_OP_READY
+                                          : RB_OP_RUN;
     log_ev(LOG_INFO, "step-remote", "running a step for the leader", { "run", run },
            { "step", step }, { "op", op });
     re->x = rb_exec_start(&re->env, st, json_object_get(msg, "params"), re->ctx, run, epoch, o,
@@ -579,10 +581,10 @@ void runs_probe_changed(struct runs *r, const char *site, const char *probe, boo
 {
     if (!r->run || rb_run_finished(r->run))
         return;
-    json_t *rec = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:s,s:I}", "t", "probe", "site", site,
-                            "probe", probe, "state", up ? "up" : "down", "detail", detail,
-                            "ts_ms", (json_int_t)wall_ms(), "run", r->run->id, "epoch",
-                            (json_int_t)r->run->epoch);
+    json_t *rec =
+        json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:s,s:I}", "t", "probe", "site", site, "probe", probe,
+                  "state", up ? "up" : "down", "detail", detail, "ts_ms", (json_int_t)wall_ms(),
+                  "run", r->run->id, "epoch", (json_int_t)r->run->epoch);
     on_journal(r->run, rec);
     json_decref(rec);
 }

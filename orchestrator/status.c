@@ -41,15 +41,14 @@ json_t *daemon_status(struct daemon *d)
                              quorum_site_name(q, q->d.decision_leader), "run", q->d.decision_run,
                              "kind", q->d.decision_kind);
     static const char *const roles[] = { "follower", "candidate", "leader" };
-    return json_pack("{s:s,s:s,s:s,s:I,s:o,s:s,s:s,s:{s:i,s:i},s:{s:b,s:b,s:b},s:o,s:o,s:o,"
-                     "s:o,s:I}",
-                     "cluster", d->cfg.cluster, "site", d->cfg.site, "version", TRIAD_VERSION,
-                     "epoch", (json_int_t)q->d.epoch, "leader", leader, "role", roles[q->role],
-                     "primary_site", quorum_site_name(q, q->d.primary), "quorum", "have",
-                     quorum_have(q, now), "need", q->need, "lease", "primary",
-                     q->d.primary == q->self, "held", quorum_holds_lease(q, now), "fenced",
-                     q->self_fenced, "decision", decision, "sites", sites, "run",
-                     d->runs ? runs_status(d->runs) : json_null(), "readiness",
-                     readiness_status(d->readiness), "uptime_s",
-                     (json_int_t)((now - d->started_ms) / 1000));
+    return json_pack(
+        "{s:s,s:s,s:s,s:I,s:o,s:s,s:s,s:{s:i,s:i},s:{s:b,s:b,s:b},s:o,s:o,s:o,"
+        "s:o,s:I}",
+        "cluster", d->cfg.cluster, "site", d->cfg.site, "version", TRIAD_VERSION, "epoch",
+        (json_int_t)q->d.epoch, "leader", leader, "role", roles[q->role], "primary_site",
+        quorum_site_name(q, q->d.primary), "quorum", "have", quorum_have(q, now), "need", q->need,
+        "lease", "primary", q->d.primary == q->self, "held", quorum_holds_lease(q, now), "fenced",
+        q->self_fenced, "decision", decision, "sites", sites, "run",
+        d->runs ? runs_status(d->runs) : json_null(), "readiness", readiness_status(d->readiness),
+        "uptime_s", (json_int_t)((now - d->started_ms) / 1000));
 }

@@ -81,10 +81,10 @@ static void transition(struct rb_run *r, enum rb_event ev, const char *detail)
         s->waited_ms += now - s->gate_since_ms;
         s->gate_since_ms = 0;
     }
-    json_t *rec = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "t", "step", "step", st->id, "action",
-                            st->action_name, "from", rb_state_name(from), "event",
-                            rb_event_name(ev), "to", rb_state_name(t->to), "attempt",
-                            (json_int_t)s->attempts);
+    json_t *rec =
+        json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "t", "step", "step", st->id, "action",
+                  st->action_name, "from", rb_state_name(from), "event", rb_event_name(ev), "to",
+                  rb_state_name(t->to), "attempt", (json_int_t)s->attempts);
     if (detail && *detail)
         json_object_set_new(rec, "detail", json_string(detail));
     if (t->to == RB_RUNNING && s->params)

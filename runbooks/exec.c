@@ -83,8 +83,9 @@ struct rb_exec *rb_exec_start(struct rb_env *env, const struct rb_step *step, js
         if (where && strcmp(where, env->site) != 0) {
             x->delegated = true;
             if (!env->delegate || !env->delegate(env, x, (int)op))
-                finish(x, -EREMOTE, "this step must run on the daemon of its site, which "
-                                    "cannot be asked from here");
+                finish(x, -EREMOTE,
+                       "this step must run on the daemon of its site, which "
+                       "cannot be asked from here");
             return x;
         }
     }

@@ -292,10 +292,10 @@ static void on_bmc(struct redfish_request *req, const struct redfish_result *r, 
         return;
     }
     if (r->status < 0)
-        buf_printf(&fr->problems, "%sBMC %s: %s", fr->problems.len ? "; " : "",
-                   json_string_value(json_array_get(json_object_get(x->params, "methods"),
-                                                    fr->next - 1)),
-                   r->detail);
+        buf_printf(
+            &fr->problems, "%sBMC %s: %s", fr->problems.len ? "; " : "",
+            json_string_value(json_array_get(json_object_get(x->params, "methods"), fr->next - 1)),
+            r->detail);
     redfish_client_free(fr->rc);
     fr->rc = NULL;
     ready_next(x);
@@ -310,8 +310,10 @@ static void ready_next(struct rb_exec *x)
             config_fence(x->env->cfg, json_string_value(json_array_get(methods, fr->next++)));
         if (!f || f->method != FENCE_REDFISH || !x->env->http)
             continue;
-        struct redfish_config rc = { .url = f->url, .credentials_file = f->credentials_file,
-                                     .ca_file = f->ca_file, .timeout_ms = 5000 };
+        struct redfish_config rc = { .url = f->url,
+                                     .credentials_file = f->credentials_file,
+                                     .ca_file = f->ca_file,
+                                     .timeout_ms = 5000 };
         char err[256];
         if (redfish_client_new(x->env->http, &rc, &fr->rc, err, sizeof err) < 0) {
             buf_printf(&fr->problems, "%s%s: %s", fr->problems.len ? "; " : "", f->name, err);

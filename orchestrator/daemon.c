@@ -14,6 +14,7 @@
 #include "lib/fsutil.h"
 #include "lib/http_client.h"
 #include "lib/log.h"
+#include "lib/sdnotify.h"
 #include "orchestrator/cli.h"
 #include "orchestrator/control.h"
 #include "orchestrator/notify.h"
@@ -238,6 +239,12 @@ static void on_tick(uv_timer_t *t)
     struct daemon *d = t->data;
     if (d->stopping)
         return;
+    /* The watchdog proves the loop turns, at half the interval asked for. */
+    int64_t wd = sdnotify_watchdog_ms();
+    if (wd > 0 && loop_now_ms() >= d->next_watchdog_ms) {
+        sdnotify("WATCHDOG=1");
+        d->next_watchdog_ms = loop_now_ms() + wd / 2;
+    }
     probe_sched_tick(&d->probes);
     update_views(d);
     if (d->runs)
@@ -314,6 +321,7 @@ static void stop(struct daemon *d)
     if (d->stopping)
         return;
     d->stopping = true;
+    sdnotify("STOPPING=1");
     d->closing = 1; /* held until every close has started */
     if (d->probes_open) {
         d->closing++;
@@ -405,6 +413,7 @@ static int start(struct daemon *d)
     }
     probe_sched_start(&d->probes, false);
     uv_timer_start(&d->tick, on_tick, TICK_MS, TICK_MS);
+    sdnotify("READY=1\nSTATUS=probing; quorum forming");
     return EXIT_OK;
 }
 

@@ -39,6 +39,7 @@ struct daemon {
     char state_path[4096];
     int self;
     int64_t started_ms;
+    int64_t next_watchdog_ms;
     bool stopping;
     int closing; /* components still closing */
     int exit_code;

@@ -11,8 +11,12 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include <sys/socket.h>
+#include <sys/un.h>
+
 #include "lib/log.h"
 #include "lib/loop.h"
+#include "lib/sdnotify.h"
 
 struct counts {
     int stops, reloads, ticks;
@@ -123,11 +127,42 @@ static void test_log_format(void **state)
     free(out);
 }
 
+static void test_sdnotify(void **state)
+{
+    (void)state;
+    unsetenv("NOTIFY_SOCKET");
+    assert_int_equal(sdnotify("READY=1"), 0); /* no systemd: nothing to do */
+    char path[] = "/tmp/triad-notify-XXXXXX";
+    int tmp = mkstemp(path);
+    close(tmp);
+    unlink(path);
+    int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    setenv("NOTIFY_SOCKET", path, 1);
+    assert_int_equal(sdnotify("READY=1"), 0);
+    char got[64] = "";
+    assert_int_equal(recv(fd, got, sizeof got - 1, 0), 7);
+    assert_string_equal(got, "READY=1");
+    setenv("WATCHDOG_USEC", "10000000", 1);
+    unsetenv("WATCHDOG_PID");
+    assert_int_equal(sdnotify_watchdog_ms(), 10000);
+    setenv("WATCHDOG_PID", "1", 1); /* for another process */
+    assert_int_equal(sdnotify_watchdog_ms(), 0);
+    unsetenv("NOTIFY_SOCKET");
+    unsetenv("WATCHDOG_USEC");
+    unsetenv("WATCHDOG_PID");
+    close(fd);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_signals),
         cmocka_unit_test(test_log_format),
+        cmocka_unit_test(test_sdnotify),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

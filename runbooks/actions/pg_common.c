@@ -455,11 +455,19 @@ int pgc_query(struct pgc_node *n, const char *sql, int nparams, const char *cons
         if (rc < 0)
             return rc;
     }
+    /* Copies: the query may wait for the connection. */
+    for (int i = 0; i < 4; i++) {
+        free(n->param_copy[i]);
+        n->param_copy[i] = NULL;
+    }
+    for (int i = 0; i < nparams; i++) {
+        if (params[i] && !(n->param_copy[i] = strdup(params[i])))
+            return -ENOMEM;
+        n->params[i] = n->param_copy[i];
+    }
     n->cb = cb;
     n->sql = sql;
     n->nparams = nparams;
-    for (int i = 0; i < nparams; i++)
-        n->params[i] = params[i];
     int rc;
     if (pg_async_is_connected(n->pg))
         rc = pg_async_query(n->pg, sql, nparams, n->params, n->timeout_ms, on_node_query, n);
@@ -621,6 +629,14 @@ int pgc_spawn(struct pgc_ctx *c, const char *const *argv, const char *const *env
     return rc;
 }
 
+void pgc_fmt(char *out, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out, len, fmt, ap);
+    va_end(ap);
+}
+
 void pgc_proc_tail(const struct proc_result *r, char *out, size_t len)
 {
     proc_output_tail(r->output, r->output_len, out, len);
@@ -706,6 +722,8 @@ void pgc_release(struct rb_exec *x)
         proc_cancel(c->proc);
     }
     for (size_t i = 0; i < c->n_nodes; i++) {
+        for (int k = 0; k < 4; k++)
+            free(c->nodes[i].param_copy[k]);
         if (c->nodes[i].pg) {
             c->closing++;
             pg_async_close(c->nodes[i].pg, on_pg_closed, c);
@@ -747,14 +765,14 @@ int pgc_replica_conninfo(const struct config *cfg, const struct cfg_member *m, c
 {
     char password[PG_ASYNC_PASSWORD_MAX + 1] = "";
     if (!cfg->pg.replication_user) {
-        snprintf(why, whylen, "postgres.replication.user is not configured");
+        pgc_fmt(why, whylen, "postgres.replication.user is not configured");
         return -EINVAL;
     }
     if (cfg->pg.replication_password_file) {
         int rc = pgc_read_password(cfg->pg.replication_password_file, password, sizeof password);
         if (rc < 0) {
-            snprintf(why, whylen, "cannot read postgres.replication.password_file: %s",
-                     strerror(-rc));
+            pgc_fmt(why, whylen, "cannot read postgres.replication.password_file: %s",
+                    strerror(-rc));
             return rc;
         }
     }
@@ -772,7 +790,7 @@ int pgc_replica_conninfo(const struct config *cfg, const struct cfg_member *m, c
     int rc = pgc_conninfo_build(b, &ci);
     explicit_bzero(password, sizeof password);
     if (rc < 0)
-        snprintf(why, whylen, "primary_conninfo too long");
+        pgc_fmt(why, whylen, "primary_conninfo too long");
     return rc;
 }
 
@@ -803,10 +821,10 @@ int pgc_local_get(const struct cfg_pg_cluster *cl, const char *site, struct pgc_
     const struct cfg_pg_local *l = &cl->local;
     memset(out, 0, sizeof *out);
     if (!l->set || !l->data_dir) {
-        snprintf(why, whylen,
-                 "postgres.clusters.%s.local is not configured: this step needs the data "
-                 "directory and how to stop and start the server on its host",
-                 cl->name);
+        pgc_fmt(why, whylen,
+                "postgres.clusters.%s.local is not configured: this step needs the data "
+                "directory and how to stop and start the server on its host",
+                cl->name);
         return -ENOTSUP;
     }
     if (pgc_expand_site(l->data_dir, site, out->data_dir, sizeof out->data_dir) < 0 ||
@@ -814,14 +832,14 @@ int pgc_local_get(const struct cfg_pg_cluster *cl, const char *site, struct pgc_
                         sizeof out->bindir) < 0 ||
         pgc_expand_site(l->os_user ? l->os_user : "postgres", site, out->os_user,
                         sizeof out->os_user) < 0) {
-        snprintf(why, whylen, "postgres.clusters.%s.local: a path is too long", cl->name);
+        pgc_fmt(why, whylen, "postgres.clusters.%s.local: a path is too long", cl->name);
         return -ENAMETOOLONG;
     }
     out->start = expand_argv(l->start, l->n_start, site);
     out->stop = expand_argv(l->stop, l->n_stop, site);
     if ((l->n_start && !out->start) || (l->n_stop && !out->stop)) {
         pgc_local_free(out);
-        snprintf(why, whylen, "postgres.clusters.%s.local: start/stop too long", cl->name);
+        pgc_fmt(why, whylen, "postgres.clusters.%s.local: start/stop too long", cl->name);
         return -ENAMETOOLONG;
     }
     return 0;
@@ -898,6 +916,29 @@ int pgc_start_server(struct pgc_ctx *c, const struct pgc_local *l, pgc_proc_cb c
     return pgc_spawn_pg(c, l, "pg_ctl", args, NULL, cb);
 }
 
+static void on_controldata(struct pgc_ctx *c, const struct proc_result *r)
+{
+    char tail[300];
+    struct pgc_controldata cd;
+    if (r->result < 0 || r->exit_status != 0) {
+        pgc_proc_tail(r, tail, sizeof tail);
+        c->cd_cb(c, r->result < 0 ? r->result : -EIO, NULL, tail[0] ? tail : "failed");
+        return;
+    }
+    if (pgc_controldata_parse(r->output, &cd) < 0) {
+        c->cd_cb(c, -EPROTO, NULL, "unexpected pg_controldata output");
+        return;
+    }
+    c->cd_cb(c, 0, &cd, "");
+}
+
+int pgc_read_controldata(struct pgc_ctx *c, const struct pgc_local *l, pgc_controldata_cb cb)
+{
+    const char *args[] = { "-D", l->data_dir, NULL };
+    c->cd_cb = cb;
+    return pgc_spawn_pg(c, l, "pg_controldata", args, NULL, on_controldata);
+}
+
 /* Writes a file in the data directory, owned like the directory. */
 static int write_owned(const char *path, const void *data, size_t len, const struct stat *owner)
 {
@@ -918,13 +959,13 @@ int pgc_write_standby(const struct pgc_local *l, const char *conninfo, const cha
     buf_init(&out, PGC_FILE_MAX + 4096);
     if (stat(l->data_dir, &st) < 0) {
         rc = -errno;
-        snprintf(why, whylen, "%s: %s", l->data_dir, strerror(-rc));
+        pgc_fmt(why, whylen, "%s: %s", l->data_dir, strerror(-rc));
         goto out;
     }
     snprintf(path, sizeof path, "%s/postgresql.auto.conf", l->data_dir);
     rc = fsutil_read(path, &old);
     if (rc < 0 && rc != -ENOENT) {
-        snprintf(why, whylen, "cannot read %s: %s", path, strerror(-rc));
+        pgc_fmt(why, whylen, "cannot read %s: %s", path, strerror(-rc));
         goto out;
     }
     static const char *const keys[] = { "primary_conninfo", "primary_slot_name", NULL };
@@ -933,13 +974,13 @@ int pgc_write_standby(const struct pgc_local *l, const char *conninfo, const cha
     if (rc == 0)
         rc = write_owned(path, out.data, out.len, &st);
     if (rc < 0) {
-        snprintf(why, whylen, "cannot write %s: %s", path, strerror(-rc));
+        pgc_fmt(why, whylen, "cannot write %s: %s", path, strerror(-rc));
         goto out;
     }
     snprintf(path, sizeof path, "%s/standby.signal", l->data_dir);
     rc = write_owned(path, "", 0, &st);
     if (rc < 0)
-        snprintf(why, whylen, "cannot write %s: %s", path, strerror(-rc));
+        pgc_fmt(why, whylen, "cannot write %s: %s", path, strerror(-rc));
 out:
     if (old.data)
         explicit_bzero(old.data, old.alloc);

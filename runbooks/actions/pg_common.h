@@ -116,6 +116,8 @@ struct pgc_node;
 typedef void (*pgc_fn)(struct pgc_ctx *c);
 typedef void (*pgc_query_cb)(struct pgc_node *n, struct pg_async_result *r);
 typedef void (*pgc_proc_cb)(struct pgc_ctx *c, const struct proc_result *r);
+typedef void (*pgc_controldata_cb)(struct pgc_ctx *c, int status, const struct pgc_controldata *cd,
+                                   const char *why);
 
 enum pgc_as { PGC_AS_TRIAD, PGC_AS_REPLICATION };
 
@@ -153,6 +155,7 @@ struct pgc_node {
     const char *sql;
     int nparams;
     const char *params[4];
+    char *param_copy[4];
     uint32_t timeout_ms;
     pgc_query_cb cb;
     /* for the actions */
@@ -176,6 +179,7 @@ struct pgc_ctx {
     struct proc *proc;
     bool proc_running;
     pgc_proc_cb proc_cb;
+    pgc_controldata_cb cd_cb;
     char passfile[64];                  /* a temporary .pgpass to remove, or "" */
     int64_t deadline_ms;                /* loop time */
     bool over;                          /* finished or cancelled: nothing more starts */
@@ -198,8 +202,9 @@ size_t pgc_site_nodes(struct pgc_ctx *c, const char *site, struct pgc_node **out
 
 /* Observes the nodes (all at once), then calls `then`. */
 void pgc_observe(struct pgc_ctx *c, struct pgc_node *const *nodes, size_t n, pgc_fn then);
-/* A query on a node, connecting first when needed. Parameters are
- * borrowed until cb runs. 0 or a negative errno (cb will not run). */
+/* A query on a node, connecting first when needed. The SQL is borrowed
+ * until cb runs; parameters are copied. 0 or a negative errno (cb will not
+ * run). */
 int pgc_query(struct pgc_node *n, const char *sql, int nparams, const char *const *params,
               pgc_query_cb cb);
 /* Drops a node's connection (the next query opens a fresh session). */
@@ -256,6 +261,10 @@ int pgc_spawn_pg(struct pgc_ctx *c, const struct pgc_local *l, const char *prog,
 int pgc_stop_server(struct pgc_ctx *c, const struct pgc_local *l, pgc_proc_cb cb);
 int pgc_start_server(struct pgc_ctx *c, const struct pgc_local *l, pgc_proc_cb cb);
 
+/* Runs pg_controldata on the data directory and parses it. cb gets 0 and
+ * the values, or a negative errno and why. */
+int pgc_read_controldata(struct pgc_ctx *c, const struct pgc_local *l, pgc_controldata_cb cb);
+
 /* Makes a stopped server start as a replica: primary_conninfo and
  * primary_slot_name in postgresql.auto.conf (the file ALTER SYSTEM owns
  * and PostgreSQL reads last, so later ALTER SYSTEM calls replace them
@@ -269,6 +278,9 @@ int pgc_write_standby(const struct pgc_local *l, const char *conninfo, const cha
  * pgc_passfile_remove. 0 or a negative errno. */
 int pgc_passfile_create(struct pgc_ctx *c, const struct pgc_local *l, const char *password_file);
 void pgc_passfile_remove(struct pgc_ctx *c);
+
+/* snprintf for messages that may be cut (paths, server messages). */
+void pgc_fmt(char *out, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* A proc's output tail for messages. */
 void pgc_proc_tail(const struct proc_result *r, char *out, size_t len);

@@ -759,6 +759,13 @@ static void on_observed_run(struct pgc_ctx *c)
             }
             uint64_t pos = position(&n->obs);
             lsn_json(cands, n->label, pos);
+            if (is_old) {
+                /* Demoted (a switchover): its WAL is all it ever wrote. */
+                old_known = true;
+                old_lsn = pos;
+                basis = "the old primary (now a replica)";
+                lsn_json(x->result, "old_primary_lsn", old_lsn);
+            }
             if (pos > best) {
                 best = pos;
                 best_n = n;

@@ -84,6 +84,7 @@ struct demote {
     struct pgc_node *watch[PGC_MAX_NODES + 1];
     size_t n_watch;
     int start_polls;
+    int cd_polls;
     struct buf notes;
     json_t *lsns; /* demote_lsn per instance */
 };
@@ -337,6 +338,17 @@ static void replay_observe(struct pgc_ctx *c)
 /* --- 3. the final LSN -------------------------------------------------------------------------- */
 
 static void on_final_controldata(struct pgc_ctx *c, int status, const struct pgc_controldata *cd,
+                                 const char *why);
+
+static void reread_controldata(struct pgc_ctx *c)
+{
+    struct demote *d = (struct demote *)c;
+    int rc = pgc_read_controldata(c, &d->units[d->u].local, on_final_controldata);
+    if (rc < 0)
+        pgc_done(c, rc, "cannot run pg_controldata: %s", strerror(-rc));
+}
+
+static void on_final_controldata(struct pgc_ctx *c, int status, const struct pgc_controldata *cd,
                                  const char *why)
 {
     struct demote *d = (struct demote *)c;
@@ -344,6 +356,11 @@ static void on_final_controldata(struct pgc_ctx *c, int status, const struct pgc
     char a[PG_ASYNC_LSN_STRLEN];
     if (status < 0) {
         pgc_done(c, status, "pg_controldata on %s failed: %s", u->local.data_dir, why);
+        return;
+    }
+    if (!pgc_controldata_clean(cd) && u->was_running && ++d->cd_polls < 50) {
+        /* A stop command that returns before the server is down. */
+        pgc_later(c, PGC_POLL_MS, reread_controldata);
         return;
     }
     if (!pgc_controldata_clean(cd)) {
@@ -463,6 +480,7 @@ static void unit_next(struct demote *d)
         finish(d);
         return;
     }
+    d->cd_polls = 0;
     set_watch(d, &d->units[d->u], true);
     pgc_observe(&d->c, d->watch, d->n_watch, on_pre);
 }

@@ -95,6 +95,7 @@ struct rewind {
     bool was_running;
     bool stopped;      /* by us */
     bool bb_confirmed; /* an operator agreed to a rebuild */
+    int cd_polls;
     bool rebuilt;
     char why_not[400]; /* why pg_rewind could not */
     struct buf notes;
@@ -607,12 +608,28 @@ static void after_stop(struct rewind *w)
 }
 
 static void on_controldata(struct pgc_ctx *c, int status, const struct pgc_controldata *cd,
+                           const char *why);
+
+static void reread_controldata(struct pgc_ctx *c)
+{
+    struct rewind *w = (struct rewind *)c;
+    int rc = pgc_read_controldata(c, &w->units[w->u].local, on_controldata);
+    if (rc < 0)
+        pgc_done(c, rc, "cannot run pg_controldata: %s", strerror(-rc));
+}
+
+static void on_controldata(struct pgc_ctx *c, int status, const struct pgc_controldata *cd,
                            const char *why)
 {
     struct rewind *w = (struct rewind *)c;
     struct unit *u = &w->units[w->u];
     if (status < 0) {
         pgc_done(c, status, "pg_controldata on %s failed: %s", u->local.data_dir, why);
+        return;
+    }
+    if (!pgc_controldata_clean(cd) && w->stopped && ++w->cd_polls < 50) {
+        /* A stop command that returns before the server is down. */
+        pgc_later(c, PGC_POLL_MS, reread_controldata);
         return;
     }
     json_object_set_new(c->x->result, "old_state", json_string(cd->state));
@@ -694,6 +711,7 @@ static void on_pre(struct pgc_ctx *c)
     w->rebuilt = false;
     w->stopped = false;
     w->bb_confirmed = false;
+    w->cd_polls = 0;
     if (w->was_running && !so->in_recovery && so->has_current) {
         json_object_set_new(c->x->result, "old_timeline", json_integer((json_int_t)so->timeline));
         json_object_set_new(c->x->result, "old_lsn",

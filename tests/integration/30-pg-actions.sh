@@ -306,6 +306,15 @@ check "... its own lab.conf kept (listens on 127.0.1.5)" \
 act dc1 --op check pg.rewind "$REWIND1"
 check "pg.rewind check holds after the rebuild" status_is 1
 
+# Every runner output and message of the suite is in $LOG: no secret there.
+no_secret_in_log() {
+    local f
+    for f in pg-replicator pg-triad; do
+        ! grep -qF "$(cat "$LAB_DIR/secrets/$f.pass")" "$LOG" || return 1
+    done
+}
+check "no password in anything the actions printed" no_secret_in_log
+
 diag "suite took $((SECONDS - T0)) s"
 echo "1..$n"
 [ "$failed" -eq 0 ]

@@ -441,6 +441,10 @@ static void on_node_connected(pg_async_t *pg, struct pg_async_result *r, void *a
         return;
     }
     int rc = pg_async_query(pg, n->sql, n->nparams, n->params, n->timeout_ms, on_node_query, n);
+    if (n->restore_timeout) {
+        n->timeout_ms = n->saved_timeout;
+        n->restore_timeout = false;
+    }
     if (rc < 0)
         fail_now(n, rc);
 }
@@ -450,6 +454,8 @@ int pgc_query(struct pgc_node *n, const char *sql, int nparams, const char *cons
 {
     if (nparams < 0 || nparams > 4)
         return -EINVAL;
+    if (n->cb)
+        return -EBUSY; /* one operation per node at a time */
     if (!n->pg) {
         int rc = node_open(n);
         if (rc < 0)
@@ -475,6 +481,23 @@ int pgc_query(struct pgc_node *n, const char *sql, int nparams, const char *cons
         rc = pg_async_connect(n->pg, on_node_connected, n);
     if (rc < 0)
         n->cb = NULL;
+    return rc;
+}
+
+int pgc_query_long(struct pgc_node *n, const char *sql, pgc_query_cb cb)
+{
+    int64_t left = pgc_left_ms(n->c);
+    uint32_t saved = n->timeout_ms;
+    n->timeout_ms = (uint32_t)(left > 1000 ? left : 1000);
+    int rc = pgc_query(n, sql, 0, NULL, cb);
+    /* pg_async took the timeout with the query (or the connect stored it:
+     * restored when that query is sent, see on_node_connected). */
+    if (rc < 0 || pg_async_is_connected(n->pg)) {
+        n->timeout_ms = saved;
+    } else {
+        n->restore_timeout = true;
+        n->saved_timeout = saved;
+    }
     return rc;
 }
 
@@ -1017,6 +1040,7 @@ int pgc_passfile_create(struct pgc_ctx *c, const struct pgc_local *l, const char
         c->passfile[0] = '\0';
         goto out;
     }
+    errno = 0;
     if (fchmod(fd, 0600) < 0 || (geteuid() == 0 && fchown(fd, st.st_uid, st.st_gid) < 0) ||
         write(fd, line.data, line.len) != (ssize_t)line.len)
         rc = errno ? -errno : -EIO;

@@ -156,7 +156,9 @@ struct pgc_node {
     int nparams;
     const char *params[4];
     char *param_copy[4];
-    uint32_t timeout_ms;
+    uint32_t timeout_ms; /* per query; 0: PG_ASYNC_QUERY_TIMEOUT_MS */
+    uint32_t saved_timeout;
+    bool restore_timeout;
     pgc_query_cb cb;
     /* for the actions */
     int stage;
@@ -207,6 +209,9 @@ void pgc_observe(struct pgc_ctx *c, struct pgc_node *const *nodes, size_t n, pgc
  * run). */
 int pgc_query(struct pgc_node *n, const char *sql, int nparams, const char *const *params,
               pgc_query_cb cb);
+/* A query that may take long (CHECKPOINT): bounded by the time left
+ * instead of the default query timeout. */
+int pgc_query_long(struct pgc_node *n, const char *sql, pgc_query_cb cb);
 /* Drops a node's connection (the next query opens a fresh session). */
 void pgc_disconnect(struct pgc_node *n);
 

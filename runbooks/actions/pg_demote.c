@@ -464,7 +464,7 @@ static void on_pre(struct pgc_ctx *c)
         json_object_set_new(c->x->result, "lsn_before_stop",
                             json_string(pgc_lsn_str(so->current_lsn, a, sizeof a)));
     }
-    int rc = pgc_query(u->srv, "CHECKPOINT", 0, NULL, on_checkpoint);
+    int rc = pgc_query_long(u->srv, "CHECKPOINT", on_checkpoint);
     if (rc < 0)
         pgc_done(c, rc, "cannot query %s: %s", u->srv->label, strerror(-rc));
 }

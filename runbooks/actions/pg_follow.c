@@ -20,9 +20,12 @@
  *      (pg_stat_wal_receiver: status, sender_host/port, received_tli).
  * The password has to be in primary_conninfo with password authentication
  * (postgresql.auto.conf is readable by the OS user only; SHOW
- * primary_conninfo is limited to superusers and pg_read_all_settings). It is
- * never logged and the SQL carrying it is wiped after use; a server that
- * rejects the statement may print it in its own log (log_min_error_statement).
+ * primary_conninfo is limited to superusers and pg_read_all_settings). triad
+ * never logs it and wipes the SQL carrying it after use; PostgreSQL 15's
+ * postmaster, though, logs the reloaded value ("parameter primary_conninfo
+ * changed to ..."), and a server rejecting the statement may log it too
+ * (log_min_error_statement). Without postgres.replication.password_file no
+ * password is written: the OS users' ~/.pgpass applies instead.
  * An unreachable replica fails the step, after the others were repointed.
  * check: every listed replica already streams like that. */
 #include <errno.h>

@@ -164,8 +164,13 @@ static struct promote *start(struct rb_exec *x, enum rb_op op)
     for (size_t s = 0; s < p->c.cfg->n_sites; s++) {
         struct pgc_node *n[PGC_MAX_NODES];
         size_t k = pgc_site_nodes(&p->c, p->c.cfg->sites[s].name, n, PGC_MAX_NODES);
-        for (size_t j = 0; j < k && p->n_all < PGC_MAX_NODES; j++)
-            p->all[p->n_all++] = n[j];
+        for (size_t j = 0; j < k && p->n_all < PGC_MAX_NODES; j++) {
+            bool seen = false;
+            for (size_t i = 0; i < p->n_all; i++)
+                seen |= p->all[i] == n[j];
+            if (!seen)
+                p->all[p->n_all++] = n[j];
+        }
     }
     return p;
 }
@@ -455,7 +460,7 @@ static void checkpoint_next(struct promote *p)
         return;
     }
     struct pgc_node *n = p->targets[p->i];
-    if (pgc_query(n, "CHECKPOINT", 0, NULL, on_checkpoint) < 0) {
+    if (pgc_query_long(n, "CHECKPOINT", on_checkpoint) < 0) {
         p->i++;
         checkpoint_next(p);
     }
@@ -485,6 +490,7 @@ static void promote_next(struct promote *p);
 static void on_promote(struct pgc_node *n, struct pg_async_result *r)
 {
     struct promote *p = (struct promote *)n->c;
+    n->timeout_ms = 0; /* back to the default for what follows */
     if (r->status < 0 && strcmp(r->sqlstate, "55000") == 0) {
         add_note(p, "%s was already promoted", n->label); /* meanwhile: fine */
     } else if (r->status < 0) {

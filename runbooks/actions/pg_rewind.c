@@ -413,7 +413,9 @@ static void on_bb_slot(struct pgc_node *n, struct pg_async_result *r)
             cfg->pg.connect_timeout_ms / 1000 > 0 ? cfg->pg.connect_timeout_ms / 1000 : 1,
     };
     pgc_conninfo_build(&ci, &info);
-    snprintf(env, sizeof env, "PGPASSFILE=%s", w->c.passfile[0] ? w->c.passfile : "/dev/null");
+    /* Without a password file configured, libpq's own ~/.pgpass of the OS
+     * user applies. */
+    snprintf(env, sizeof env, "PGPASSFILE=%s", w->c.passfile);
     const char *args[] = { "-D",
                            u->local.data_dir,
                            "-d",
@@ -425,7 +427,7 @@ static void on_bb_slot(struct pgc_node *n, struct pg_async_result *r)
                            "--checkpoint=fast",
                            "--no-password",
                            NULL };
-    const char *envv[] = { env, NULL };
+    const char *envv[] = { w->c.passfile[0] ? env : NULL, NULL };
     rc = pgc_spawn_pg(&w->c, &u->local, "pg_basebackup", args, envv, on_basebackup);
     buf_free(&ci);
     if (rc < 0)
@@ -547,9 +549,11 @@ static void run_rewind(struct rewind *w)
     buf_free(&ci);
     char target_arg[1100];
     snprintf(target_arg, sizeof target_arg, "--target-pgdata=%s", u->local.data_dir);
-    snprintf(env, sizeof env, "PGPASSFILE=%s", w->c.passfile[0] ? w->c.passfile : "/dev/null");
+    /* Without a password file configured, libpq's own ~/.pgpass of the OS
+     * user applies. */
+    snprintf(env, sizeof env, "PGPASSFILE=%s", w->c.passfile);
     const char *args[] = { target_arg, source_arg, NULL };
-    const char *envv[] = { env, NULL };
+    const char *envv[] = { w->c.passfile[0] ? env : NULL, NULL };
     rc = pgc_spawn_pg(&w->c, &u->local, "pg_rewind", args, envv, on_rewind);
     if (rc < 0)
         pgc_done(&w->c, rc, "cannot run pg_rewind: %s", strerror(-rc));
@@ -740,7 +744,7 @@ static void on_pre(struct pgc_ctx *c)
 static void primary_checkpoint(struct rewind *w)
 {
     struct unit *u = &w->units[w->u];
-    int rc = pgc_query(u->pri, "CHECKPOINT", 0, NULL, on_primary_checkpoint);
+    int rc = pgc_query_long(u->pri, "CHECKPOINT", on_primary_checkpoint);
     if (rc < 0)
         pgc_done(&w->c, rc, "cannot query %s: %s", u->pri->label, strerror(-rc));
 }

@@ -8,15 +8,17 @@
 # of the way. Three lab lifetimes:
 #   A. failover and failback: DC1 killed, promote DC2 (check before/after,
 #      a new timeline, writes, the epoch row, a second run is "already
-#      done"), an already-primary target, DC3 follows, an unreachable site
-#      fails pg.follow clearly, DC1 revived as a diverged primary and
-#      rewound into a replica of DC2.
+#      done", a run with an older epoch is refused), an already-primary
+#      target, DC3 follows, an unreachable site fails pg.follow clearly, DC1
+#      revived as a diverged primary and rewound into a replica of DC2.
 #   B. switchover: pg.demote on DC1's host (final checkpoint replayed by DC2
 #      before promotion), promote, the old primary follows without rewind,
 #      no acknowledged row lost.
 #   C. refusals: DC2 behind DC3 (cut from DC1 while DC1 writes) is refused,
-#      not confirmed when asked, and a paused replay times out with a detail
-#      saying so; once resumed, an operator-confirmed promotion reports the
+#      not confirmed when asked, refused over max_lag, and a paused replay
+#      times out with a detail saying so; once resumed (and fenced read-only
+#      meanwhile), an operator-confirmed promotion lifts the read-only
+#      setting and reports the
 #      data it lacks as the RPO's lower bound; DC3 (ahead of the fork) cannot
 #      follow and is rewound instead; DC1 back with wal_log_hints off cannot
 #      be rewound: refused, or rebuilt with pg_basebackup once an operator
@@ -163,6 +165,9 @@ act dc2 --op check --epoch 5 pg.promote "$PROMOTE"
 check "check after promotion holds" status_is 1
 act dc2 --epoch 5 pg.promote "$PROMOTE"
 check "running pg.promote again is already done" detail_has '^already done'
+act dc2 --epoch 3 pg.promote "$PROMOTE"
+check "a run with an older epoch than triad.epochs holds is refused (stale)" test "$(status)" = -116
+check "... saying a newer decision exists" detail_has 'epoch 5, newer than this run.s 3'
 
 act dc2 --op check pg.follow "{$GROUP_DC2,\"sites\":[\"dc3\"]}"
 check "pg.follow check before: does not hold" status_is 0
@@ -214,8 +219,10 @@ ROWS_DC1=$(sql dc1 "SELECT count(*) FROM writes" synapse)
 DEMOTE='{"group":"ess","site":"dc1","target":"dc2"}'
 act dc1 --op check pg.demote "$DEMOTE"
 check "pg.demote check before: does not hold" status_is 0
+t_ms=$(date +%s%N)
 act dc1 pg.demote "$DEMOTE"
 ok $? "pg.demote dc1 (target dc2)"
+diag "demote took $((($(date +%s%N) - t_ms) / 1000000)) ms (checkpoint, stop, replayed, back as a replica)"
 DEMOTE_LSN=$(result .demote_lsn)
 diag "demote_lsn $DEMOTE_LSN, dc2 replayed $(replay_lsn dc2)"
 check "... reports demote_lsn" test -n "$DEMOTE_LSN" -a "$DEMOTE_LSN" != null
@@ -260,12 +267,21 @@ check "a paused replay never catches up: times out" test "$(status)" = -110
 diag "timed out after $((($(date +%s%N) - t_ms) / 1000000)) ms (step timeout 5 s)"
 check "... saying that replay is paused" detail_has 'replay is paused'
 check "... not promoted" in_recovery dc2 t
+act dc2 --epoch 9 pg.promote '{"group":"ess","site":"dc2","if_behind":"ignore","max_lag":"1kB"}'
+check "if_behind ignore but further behind than max_lag: refused" detail_has 'over max_lag 1 kB'
+check "... still a replica" in_recovery dc2 t
 sql dc2 "SELECT pg_wal_replay_resume()" >/dev/null
+# A fence left dc2 read-only (ALTER SYSTEM, survives the promotion).
+sql dc2 "ALTER SYSTEM SET default_transaction_read_only = on" >/dev/null
+sql dc2 "SELECT pg_reload_conf()" >/dev/null
 act dc2 --epoch 9 --confirm yes pg.promote '{"group":"ess","site":"dc2","if_behind":"ask"}'
 ok $? "if_behind ask, operator says yes: promoted"
 check "... noted as promoted although behind" detail_has 'although.*behind'
 check "... the RPO's lower bound is what dc3 has and dc2 lacks" test "$(result .rpo_min_bytes)" -gt 0
 check "... dc2 is primary" in_recovery dc2 f
+check "... the fence's read-only setting was lifted" detail_has 'lifted default_transaction_read_only'
+check "... dc2 takes writes again (synchronous_commit local: no standby yet)" \
+    synapse_sql dc2 "SET synchronous_commit = local; INSERT INTO writes (id, site) VALUES (3100, 'dc2')"
 "$LAB" heal >>"$LOG" 2>&1
 act dc2 --timeout-ms 4000 pg.follow "{$GROUP_DC2,\"sites\":[\"dc3\"]}"
 diag "dc3 (ahead of dc2's fork point) following dc2: $(detail)"

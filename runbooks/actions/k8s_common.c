@@ -146,7 +146,9 @@ bool k8s_act_stopped(struct k8s_act *a)
             teardown(a);
         return true;
     }
-    return a->x->cancelled;
+    /* Cancelled, or already ended (k8s.wait's deadline): a late result
+     * changes nothing. */
+    return a->x->cancelled || a->x->finished;
 }
 
 void k8s_act_cancel(struct rb_exec *x)

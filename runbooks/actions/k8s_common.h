@@ -62,8 +62,9 @@ uint32_t k8s_act_budget_ms(const struct rb_exec *x);
 void *k8s_act_start(struct rb_exec *x, size_t size, const char *site);
 
 /* After an operation's callback cleared a->fetch / a->scale: true when the
- * callback must not go on (the step was cancelled, or its state is being
- * released: then the release goes on from here). */
+ * callback must not go on (the operation was cancelled or has already
+ * ended, or its state is being released: then the release goes on from
+ * here). */
 bool k8s_act_stopped(struct k8s_act *a);
 
 /* The vtable's cancel and release for every Kubernetes action. */

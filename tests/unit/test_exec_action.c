@@ -117,7 +117,7 @@ static bool has(const char *hay, const char *needle)
     return false;
 }
 
-static json_int_t geti(struct h *h, const char *p)
+static json_int_t int_of(struct h *h, const char *p)
 {
     json_t *v = acttest_get(&h->t, p);
     if (!json_is_integer(v))
@@ -125,7 +125,7 @@ static json_int_t geti(struct h *h, const char *p)
     return json_integer_value(v);
 }
 
-static const char *gets(struct h *h, const char *p)
+static const char *str_of(struct h *h, const char *p)
 {
     return json_string_value(acttest_get(&h->t, p));
 }
@@ -180,9 +180,9 @@ static void test_run_env_and_output(void **state)
                      0);
     assert_true(has(h.t.detail, "/bin/sh exited 0; output: id=run-7 epoch=5 from=dc1 to=dc2 "
                                 "step=fix-dns op=run warn"));
-    assert_int_equal(geti(&h, "exit_status"), 0);
-    assert_true(has(gets(&h, "output"), "op=run\nwarn\n"));
-    assert_int_equal(geti(&h, "output_bytes"), (json_int_t)strlen(gets(&h, "output")));
+    assert_int_equal(int_of(&h, "exit_status"), 0);
+    assert_true(has(str_of(&h, "output"), "op=run\nwarn\n"));
+    assert_int_equal(int_of(&h, "output_bytes"), (json_int_t)strlen(str_of(&h, "output")));
     assert_true(json_is_false(acttest_get(&h.t, "output_truncated")));
     assert_null(acttest_get(&h.t, "check"));
     h_done(&h);
@@ -196,7 +196,7 @@ static void test_run_exit_status(void **state)
     assert_int_equal(op(&h, RB_OP_RUN, 5000, sh("echo no route to host >&2; exit 3", NULL, NULL)),
                      -EIO);
     assert_string_equal(h.t.detail, "/bin/sh exited 3; output: no route to host");
-    assert_int_equal(geti(&h, "exit_status"), 3);
+    assert_int_equal(int_of(&h, "exit_status"), 3);
     /* An expected non-zero status is success... */
     assert_int_equal(
         op(&h, RB_OP_RUN, 5000, sh("exit 3", NULL, json_pack("{s:i}", "expect_exit", 3))), 0);
@@ -208,7 +208,7 @@ static void test_run_exit_status(void **state)
     /* Killed by a signal. */
     assert_int_equal(op(&h, RB_OP_RUN, 5000, sh("kill -9 $$", NULL, NULL)), -EIO);
     assert_true(has(h.t.detail, "was killed by signal 9"));
-    assert_int_equal(geti(&h, "signal"), 9);
+    assert_int_equal(int_of(&h, "signal"), 9);
     assert_true(json_is_null(acttest_get(&h.t, "exit_status")));
     h_done(&h);
 }
@@ -278,16 +278,16 @@ static void test_run_output_cap(void **state)
                            "padded to about fifty bytes\"; i=$((i+1)); done; echo the end",
                            NULL, NULL)),
                      0);
-    assert_int_equal(geti(&h, "output_bytes"), PROC_DEFAULT_MAX_OUTPUT);
+    assert_int_equal(int_of(&h, "output_bytes"), PROC_DEFAULT_MAX_OUTPUT);
     assert_true(json_is_true(acttest_get(&h.t, "output_truncated")));
-    assert_true(strlen(gets(&h, "output")) <= 4096);
+    assert_true(strlen(str_of(&h, "output")) <= 4096);
     assert_true(has(h.t.detail, "exited 0; output (truncated): "));
     assert_true(strlen(h.t.detail) < 300);
 
     assert_int_equal(op(&h, RB_OP_RUN, 5000,
                         sh("printf 'caf\\303\\251 \\377\\376 half \\342\\202'", NULL, NULL)),
                      0);
-    assert_string_equal(gets(&h, "output"), "caf\xc3\xa9 ?? half ??");
+    assert_string_equal(str_of(&h, "output"), "caf\xc3\xa9 ?? half ??");
     assert_true(has(h.t.detail, "output: caf\xc3\xa9 ?? half ??"));
     h_done(&h);
 }
@@ -310,12 +310,12 @@ static void test_check(void **state)
     /* Not done yet; the run does it and the check verifies it. */
     assert_int_equal(op(&h, RB_OP_CHECK, 5000, sh(make, test, NULL)), 0);
     assert_string_equal(h.t.detail, "check /bin/sh exited 1; output: op=check");
-    assert_int_equal(geti(&h, "check.exit_status"), 1);
+    assert_int_equal(int_of(&h, "check.exit_status"), 1);
     assert_int_equal(op(&h, RB_OP_RUN, 5000, sh(make, test, NULL)), 0);
     assert_string_equal(h.t.detail, "/bin/sh succeeded (exited 0; output: applied); check /bin/sh "
                                     "exited 0; output: op=verify");
-    assert_int_equal(geti(&h, "exit_status"), 0);
-    assert_int_equal(geti(&h, "check.exit_status"), 0);
+    assert_int_equal(int_of(&h, "exit_status"), 0);
+    assert_int_equal(int_of(&h, "check.exit_status"), 0);
     /* Done now: the step would be skipped. */
     assert_int_equal(op(&h, RB_OP_CHECK, 5000, sh(make, test, NULL)), 1);
     /* A check that cannot tell. */

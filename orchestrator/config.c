@@ -127,7 +127,7 @@ static void read_k8s(struct reader *r, struct ynode *n, struct cfg_k8s *k)
     read_file_ref(r, n, "kubeconfig", CFG_FILE_SECRET, &k->kubeconfig);
     yread_str(r->d, n, "context", &k->context);
     yread_str(r->d, n, "server", &k->server);
-    read_file_ref(r, n, "ca_file", CFG_FILE_CERT, &k->ca_file);
+    read_file_ref(r, n, "ca_file", CFG_FILE_CA, &k->ca_file);
     read_file_ref(r, n, "token_file", CFG_FILE_SECRET, &k->token_file);
     read_file_ref(r, n, "client_cert_file", CFG_FILE_CERT, &k->client_cert_file);
     read_file_ref(r, n, "client_key_file", CFG_FILE_SECRET, &k->client_key_file);
@@ -208,7 +208,7 @@ static void read_tls(struct reader *r, struct ynode *n)
     if (!yread_expect(r->d, n, YNODE_MAP, "'tls'"))
         return;
     struct cfg_tls *t = &r->cfg->tls;
-    read_file_ref(r, n, "ca_file", CFG_FILE_CERT, &t->ca_file);
+    read_file_ref(r, n, "ca_file", CFG_FILE_CA, &t->ca_file);
     read_file_ref(r, n, "cert_file", CFG_FILE_CERT, &t->cert_file);
     read_file_ref(r, n, "key_file", CFG_FILE_SECRET, &t->key_file);
     if (!t->ca_file)
@@ -310,7 +310,7 @@ static void read_postgres(struct reader *r, struct ynode *n)
         free(pg->sslmode);
         pg->sslmode = strdup(sslmodes[mode]);
     }
-    read_file_ref(r, n, "sslrootcert", CFG_FILE_CERT, &pg->sslrootcert);
+    read_file_ref(r, n, "sslrootcert", CFG_FILE_CA, &pg->sslrootcert);
     yread_duration(r->d, n, "connect_timeout", 100, 60000, &pg->connect_timeout_ms);
     struct ynode *rep = ynode_get(n, "replication");
     if (rep && !ynode_is_null(rep) && yread_expect(r->d, rep, YNODE_MAP, "'replication'")) {
@@ -435,7 +435,7 @@ static void read_probe(struct reader *r, struct ynode *n, const struct probe_def
         if (yread_int(r->d, n, "expect_status", 100, 599, &v) > 0)
             p->expect_status = (int)v;
         yread_str(r->d, n, "expect_body", &p->expect_body);
-        read_file_ref(r, n, "ca_file", CFG_FILE_CERT, &p->ca_file);
+        read_file_ref(r, n, "ca_file", CFG_FILE_CA, &p->ca_file);
         if (yread_int(r->d, n, "cert_min_days", 0, 3650, &v) > 0)
             p->cert_min_days = (int)v;
         yread_unknown_keys(r->d, n, http_keys);
@@ -616,7 +616,7 @@ static void read_fence(struct reader *r, struct ynode *n)
     if (yread_str(r->d, n, "system", &f->system) <= 0)
         f->system = strdup("/redfish/v1/Systems/1");
     read_file_ref(r, n, "credentials_file", CFG_FILE_SECRET, &f->credentials_file);
-    read_file_ref(r, n, "ca_file", CFG_FILE_CERT, &f->ca_file);
+    read_file_ref(r, n, "ca_file", CFG_FILE_CA, &f->ca_file);
     yread_str_list(r->d, n, "command", CFG_MAX_LIST, &f->command, &f->n_command);
     yread_str_list(r->d, n, "verify", CFG_MAX_LIST, &f->verify, &f->n_verify);
     yread_unknown_keys(r->d, n, keys);
@@ -851,7 +851,7 @@ static void read_api(struct reader *r, struct ynode *n)
             missing(r, h, "https", "listen");
         read_file_ref(r, h, "cert_file", CFG_FILE_CERT, &a->https_cert_file);
         read_file_ref(r, h, "key_file", CFG_FILE_SECRET, &a->https_key_file);
-        read_file_ref(r, h, "client_ca_file", CFG_FILE_CERT, &a->https_client_ca_file);
+        read_file_ref(r, h, "client_ca_file", CFG_FILE_CA, &a->https_client_ca_file);
         yread_unknown_keys(r->d, h, hkeys);
     }
     yread_unknown_keys(r->d, n, keys);

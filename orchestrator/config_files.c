@@ -36,22 +36,28 @@ char *config_resolve_path(const char *dir, const char *path)
     return out;
 }
 
-static void check_cert(struct diag *d, const struct ynode *at, const char *path)
+/* A certificate chain's first certificate is ours and must be valid now;
+ * a CA bundle (the system store has a few expired roots) needs at least one
+ * certificate valid now, since OpenSSL ignores the others. */
+static void check_cert(struct diag *d, const struct ynode *at, const char *path, bool bundle)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
         yread_error(d, at, "cannot read certificate file %s: %s", path, strerror(errno));
         return;
     }
-    int count = 0;
+    int count = 0, valid = 0;
     time_t now = time(NULL);
     X509 *x;
     while ((x = PEM_read_X509(f, NULL, NULL, NULL)) != NULL) {
         count++;
-        if (X509_cmp_time(X509_get0_notAfter(x), &now) < 0)
-            yread_error(d, at, "certificate %d in %s has expired", count, path);
-        else if (X509_cmp_time(X509_get0_notBefore(x), &now) > 0)
-            yread_error(d, at, "certificate %d in %s is not valid yet", count, path);
+        bool expired = X509_cmp_time(X509_get0_notAfter(x), &now) < 0;
+        bool early = !expired && X509_cmp_time(X509_get0_notBefore(x), &now) > 0;
+        if (!expired && !early)
+            valid++;
+        else if (!bundle)
+            yread_error(d, at, "certificate %d in %s %s", count, path,
+                        expired ? "has expired" : "is not valid yet");
         X509_free(x);
         if (count >= 1000)
             break;
@@ -60,6 +66,8 @@ static void check_cert(struct diag *d, const struct ynode *at, const char *path)
     fclose(f);
     if (count == 0)
         yread_error(d, at, "%s holds no PEM certificate", path);
+    else if (bundle && valid == 0)
+        yread_error(d, at, "every certificate in %s has expired or is not valid yet", path);
 }
 
 void config_check_file(struct diag *d, const struct ynode *at, const char *path,
@@ -85,8 +93,8 @@ void config_check_file(struct diag *d, const struct ynode *at, const char *path,
         yread_error(d, at, "%s is not readable by this user: %s", path, strerror(errno));
         return;
     }
-    if (kind == CFG_FILE_CERT)
-        check_cert(d, at, path);
+    if (kind == CFG_FILE_CERT || kind == CFG_FILE_CA)
+        check_cert(d, at, path, kind == CFG_FILE_CA);
 }
 
 void config_check_key_pair(struct diag *d, const struct ynode *at, const char *cert_file,

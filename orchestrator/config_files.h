@@ -9,7 +9,8 @@
 
 enum cfg_file_kind {
     CFG_FILE_PLAIN,  /* must exist and be readable */
-    CFG_FILE_CERT,   /* PEM certificate(s), currently valid */
+    CFG_FILE_CERT,   /* PEM certificate chain: the first (ours) currently valid */
+    CFG_FILE_CA,     /* PEM CA bundle: at least one certificate currently valid */
     CFG_FILE_SECRET, /* must not be readable or writable by everyone */
 };
 

@@ -45,8 +45,13 @@ check "TRIAD_CONFIG names the configuration" test $? -eq 1
 
 $T plan -c examples/triad.yaml >"$tmp/out" 2>&1
 rc=$?
-check "a command not built yet exits 2 and says so" \
-    bash -c "[ $rc -eq 2 ] && grep -q 'not implemented yet' '$tmp/out'"
+check "plan refuses a configuration whose files are missing, with FILE:LINE:COLUMN" \
+    bash -c "[ $rc -eq 1 ] && grep -qE '^examples/triad.yaml:[0-9]+:[0-9]+: /etc/triad/' '$tmp/out'"
+check "the system CA bundle is accepted although it holds expired roots" \
+    bash -c "! grep -q 'ca-certificates.crt' '$tmp/out'"
+$T plan --fsm --json -c examples/triad.yaml >"$tmp/out" 2>&1
+check "plan --fsm --json prints the step state machine" \
+    bash -c "jq -e '.initial == \"pending\" and (.states | index(\"awaiting_approval\"))' '$tmp/out' >/dev/null"
 
 $T stauts >/dev/null 2>"$tmp/err"
 rc=$?

@@ -22,7 +22,7 @@ fi
 check "three daemons form a quorum and DC1 holds its lease" lab_reset
 
 # --- steady state ---
-check "every daemon sees every site up" bash -c "
+check "every daemon sees every site up" wait_for 10 bash -c "
     for s in dc1 dc2 dc3; do for t in dc1 dc2 dc3; do
         [ \"\$(ip netns exec $LAB_NETNS $TRIAD status --json -c $LAB_DIR/\$s/triad.yaml | jq -r .sites.\$t.state)\" = up ] || exit 1
     done; done"
@@ -58,7 +58,8 @@ check "the decision is on disk (quorum.json) at both survivors" bash -c "
 # --- DC1 isolated but alive ---
 check "reset" lab_reset
 "$LAB" writer start --rate 20 >/dev/null 2>&1
-sleep 2
+wait_for 10 bash -c "jq -e 'select(.ev == \"ack\" and .site == \"dc1\")' '$LAB_DIR/writer.jsonl' | grep -q ."
+sleep 1
 t_iso=$(date +%s.%N)
 "$LAB" isolate dc1 >/dev/null 2>&1
 check "isolated DC1 fences itself within lease_timeout (4 s) + 2 s" \

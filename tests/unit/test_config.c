@@ -12,6 +12,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "orchestrator/config.h"
 #include "orchestrator/config_files.h"
@@ -242,6 +245,54 @@ static void test_secret_files(void **state)
     diag_free(&d);
 }
 
+/* Appends a self-signed certificate valid from now+from_s to now+to_s. */
+static void append_cert(const char *path, long from_s, long to_s)
+{
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    assert_non_null(k);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), from_s);
+    X509_gmtime_adj(X509_getm_notAfter(x), to_s);
+    X509_set_pubkey(x, k);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                               (const unsigned char *)"t", -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(x));
+    assert_true(X509_sign(x, k, EVP_sha256()) > 0);
+    FILE *f = fopen(path, "a");
+    assert_non_null(f);
+    PEM_write_X509(f, x);
+    fclose(f);
+    X509_free(x);
+    EVP_PKEY_free(k);
+}
+
+/* Our own certificate must be valid; a CA bundle (like the system store,
+ * which carries a few expired roots) only needs one valid certificate. */
+static void test_cert_validity(void **state)
+{
+    (void)state;
+    const char *p = write_tmp("bundle.pem", "");
+    append_cert(p, -7200, -3600);
+    append_cert(p, -3600, 3600);
+    struct diag d;
+    diag_init(&d);
+    config_check_file(&d, NULL, p, CFG_FILE_CA);
+    assert_int_equal(diag_count(&d), 0);
+    config_check_file(&d, NULL, p, CFG_FILE_CERT);
+    assert_int_equal(diag_count(&d), 1);
+    assert_non_null(strstr(d.items[0].msg, "certificate 1 in"));
+    assert_non_null(strstr(d.items[0].msg, "has expired"));
+    p = write_tmp("future.pem", "");
+    append_cert(p, 3600, 7200);
+    config_check_file(&d, NULL, p, CFG_FILE_CA);
+    assert_int_equal(diag_count(&d), 2);
+    assert_true(has_error(&d, 0, 0, "every certificate in"));
+    config_check_file(&d, NULL, p, CFG_FILE_CERT);
+    assert_true(has_error(&d, 0, 0, "is not valid yet"));
+    diag_free(&d);
+}
+
 /* ---- runbooks ---- */
 
 static json_t *valid_ctx(struct config *cfg)
@@ -379,6 +430,7 @@ int main(void)
         cmocka_unit_test(test_every_error_reported),
         cmocka_unit_test(test_quorum_must_be_majority),
         cmocka_unit_test(test_secret_files),
+        cmocka_unit_test(test_cert_validity),
         cmocka_unit_test(test_stock_runbook_valid),
         cmocka_unit_test(test_runbook_errors),
         cmocka_unit_test(test_runbook_checked_from_config),

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -32,6 +33,40 @@ static void add_event(json_t *tl, int64_t at, const char *lane, const char *labe
     json_array_append_new(tl, e);
 }
 
+struct ev_ref {
+    int64_t at;
+    size_t idx;
+    json_t *e;
+};
+
+static int by_time(const void *a, const void *b)
+{
+    const struct ev_ref *x = a, *y = b;
+    if (x->at != y->at)
+        return x->at < y->at ? -1 : 1;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* The timeline in time order (ties keep the order they were added in). */
+static json_t *sorted_timeline(json_t *tl)
+{
+    size_t n = json_array_size(tl);
+    struct ev_ref *v = calloc(n ? n : 1, sizeof *v);
+    json_t *out = json_array();
+    if (!v)
+        return json_incref(tl);
+    for (size_t i = 0; i < n; i++) {
+        v[i].e = json_array_get(tl, i);
+        v[i].at = ival(v[i].e, "at_ms");
+        v[i].idx = i;
+    }
+    qsort(v, n, sizeof *v, by_time);
+    for (size_t i = 0; i < n; i++)
+        json_array_append(out, v[i].e);
+    free(v);
+    return out;
+}
+
 json_t *report_build(json_t *records, json_t *drill)
 {
     json_t *run = journal_summary(records);
@@ -58,7 +93,9 @@ json_t *report_build(json_t *records, json_t *drill)
             add_event(tl, gate, lane, "waiting for approval", answered ? answered : run_end,
                       "wait");
         int64_t st = ival(s, "started_ms"), en = ival(s, "ended_ms");
-        add_event(tl, st ? st : en, lane, sval(s, "state"), en, "step");
+        char label[64];
+        snprintf(label, sizeof label, "%s -> %s", st ? "started" : "not run", sval(s, "state"));
+        add_event(tl, st ? st : en, lane, label, en, "step");
         human += ival(s, "waited_ms");
         const char *action = sval(s, "action");
         if (!strcmp(action, "pg.promote") && en) {
@@ -110,7 +147,9 @@ json_t *report_build(json_t *records, json_t *drill)
                         json_is_integer(json_object_get(w, "split_brain"))
                             ? json_integer(ival(w, "split_brain"))
                             : json_null());
-    json_t *rep = json_pack("{s:o,s:o,s:I,s:s}", "run", run, "timeline", tl, "t0_ms",
+    json_t *sorted = sorted_timeline(tl);
+    json_decref(tl);
+    json_t *rep = json_pack("{s:o,s:o,s:I,s:s}", "run", run, "timeline", sorted, "t0_ms",
                             (json_int_t)t0, "lost_site", from);
     json_object_set_new(rep, "figures", fig);
     if (drill)
@@ -229,9 +268,13 @@ void report_markdown(json_t *rep, struct buf *b)
     int64_t t0 = ival(rep, "t0_ms");
     json_array_foreach(json_object_get(rep, "timeline"), i, s)
     {
-        buf_printf(b, "| %+.1f | %s | %s%s |\n", (double)(ival(s, "at_ms") - t0) / 1000.0,
-                   sval(s, "lane"), sval(s, "label"),
-                   json_object_get(s, "end_ms") ? " (start)" : "");
+        int64_t at = ival(s, "at_ms"), end = ival(s, "end_ms");
+        buf_printf(b, "| %+.1f | %s | %s", (double)(at - t0) / 1000.0, sval(s, "lane"),
+                   sval(s, "label"));
+        if (end >= at)
+            buf_printf(b, " (%.1f s, until %+.1f)", (double)(end - at) / 1000.0,
+                       (double)(end - t0) / 1000.0);
+        buf_append_str(b, " |\n");
     }
 }
 

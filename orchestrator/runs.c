@@ -21,6 +21,9 @@
 #define PENDING_MAX        32
 #define FORWARD_TIMEOUT_MS 5000
 #define PULL_BATCH         64
+/* Probe transitions kept for the next run's journal: how many, how old. */
+#define PROBE_CHANGES_MAX       64
+#define PROBE_CHANGES_WINDOW_MS 120000
 
 struct pending {
     bool used;
@@ -72,6 +75,14 @@ struct runs {
     void (*closed_cb)(void *);
     void *closed_arg;
     int64_t next_head_ms;
+    /* The last probe transitions, run or not: a run's journal starts with
+     * those that led to it (the report lists every transition). */
+    struct probe_change {
+        int64_t ts_ms;
+        bool up;
+        char site[64], probe[64], detail[160];
+    } changes[PROBE_CHANGES_MAX];
+    size_t n_changes, next_change;
 };
 
 static int64_t wall_ms(void)
@@ -486,6 +497,8 @@ static void on_run_closed(struct rb_run *run, void *arg)
 }
 
 static void journal_detection(struct runs *r, const struct quorum_durable *dur);
+static void journal_probe(struct runs *r, const char *site, const char *probe, bool up,
+                          const char *detail, int64_t ts_ms);
 
 static void start_run(struct runs *r, const struct quorum_durable *dur)
 {
@@ -572,21 +585,45 @@ static void journal_detection(struct runs *r, const struct quorum_durable *dur)
     json_object_set_new(rec, "run", json_string(dur->decision_run));
     on_journal(r->run, rec);
     json_decref(rec);
+    /* The transitions that led here (kept for PROBE_CHANGES_WINDOW_MS). */
+    size_t n = r->n_changes;
+    for (size_t i = 0; i < n; i++) {
+        const struct probe_change *c =
+            &r->changes[(r->next_change + PROBE_CHANGES_MAX - n + i) % PROBE_CHANGES_MAX];
+        if (c->ts_ms >= wall - PROBE_CHANGES_WINDOW_MS)
+            journal_probe(r, c->site, c->probe, c->up, c->detail, c->ts_ms);
+    }
 }
 
-/* A probe changed state while a run is in progress: journaled (the
- * report lists every probe transition). */
-void runs_probe_changed(struct runs *r, const char *site, const char *probe, bool up,
-                        const char *detail)
+static void journal_probe(struct runs *r, const char *site, const char *probe, bool up,
+                          const char *detail, int64_t ts_ms)
 {
-    if (!r->run || rb_run_finished(r->run))
-        return;
     json_t *rec =
         json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:s,s:I}", "t", "probe", "site", site, "probe", probe,
-                  "state", up ? "up" : "down", "detail", detail, "ts_ms", (json_int_t)wall_ms(),
+                  "state", up ? "up" : "down", "detail", detail, "ts_ms", (json_int_t)ts_ms,
                   "run", r->run->id, "epoch", (json_int_t)r->run->epoch);
     on_journal(r->run, rec);
     json_decref(rec);
+}
+
+/* A probe changed state: remembered for the next run, journaled while a
+ * run is in progress (the report lists every probe transition). */
+void runs_probe_changed(struct runs *r, const char *site, const char *probe, bool up,
+                        const char *detail)
+{
+    int64_t now = wall_ms();
+    struct probe_change *c = &r->changes[r->next_change];
+    c->ts_ms = now;
+    c->up = up;
+    snprintf(c->site, sizeof c->site, "%s", site);
+    snprintf(c->probe, sizeof c->probe, "%s", probe);
+    snprintf(c->detail, sizeof c->detail, "%s", detail);
+    r->next_change = (r->next_change + 1) % PROBE_CHANGES_MAX;
+    if (r->n_changes < PROBE_CHANGES_MAX)
+        r->n_changes++;
+    if (!r->run || rb_run_finished(r->run))
+        return;
+    journal_probe(r, site, probe, up, detail, now);
 }
 
 void runs_decided(struct runs *r, const struct quorum_durable *dur)

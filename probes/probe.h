@@ -56,6 +56,11 @@ struct probe {
     int64_t started_ms;
     uint64_t runs, skipped;
     struct probe_result last;
+    /* The fields of the last successful result and when it finished: what
+     * was last known of a target that has since gone (e.g. the old
+     * primary's LSN, for the RPO). */
+    json_t *last_ok_fields;
+    int64_t last_ok_at_ms;
     bool prev_ok; /* for the owner: the previous result's outcome */
     struct probe_health health;
     /* Durations (for triad_probe_duration_seconds). */

@@ -117,6 +117,11 @@ static void finish(struct probe *p, bool ok, json_t *fields, const char *detail)
     uv_timer_stop(&p->timer);
     json_decref(p->last.fields);
     p->last.fields = fields;
+    if (ok && fields) {
+        json_decref(p->last_ok_fields);
+        p->last_ok_fields = json_incref(fields);
+        p->last_ok_at_ms = now;
+    }
     p->last.done = true;
     p->last.ok = ok;
     p->last.latency_ms = now - p->started_ms;
@@ -256,8 +261,10 @@ enum health_state probe_site_health(const struct probe_sched *s, int site)
 static void closed_one(struct probe_sched *s)
 {
     if (s->open_count && --s->open_count == 0) {
-        for (size_t i = 0; i < s->n; i++)
+        for (size_t i = 0; i < s->n; i++) {
             json_decref(s->probes[i].last.fields);
+            json_decref(s->probes[i].last_ok_fields);
+        }
         free(s->probes);
         s->probes = NULL;
         s->n = 0;

@@ -8,7 +8,13 @@
  *      member may be a primary; a replica's position is the furthest of
  *      what it received (flushed) and replayed.
  *   2. the target behind another replica: refuse (-EAGAIN with the
- *      numbers), ask an operator, or go on (if_behind); further than
+ *      numbers), catch up, ask an operator, or go on (if_behind). Catching
+ *      up points the target's wal receiver at the replica ahead of it
+ *      (primary_conninfo, no slot, reload: it streams from it as from a
+ *      cascading standby) until it has what that replica has, then weighs
+ *      everything again; when it cannot within catch_up_timeout, an
+ *      operator is asked (and the target stays pointed at that replica,
+ *      which pg.follow changes); further than
  *      max_lag behind the best known position: refuse. The RPO is measured
  *      against the old primary's last known LSN: from the old primary
  *      itself when it answers, else from the daemon's last probe of it,
@@ -36,6 +42,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/log.h"
+#include "lib/loop.h"
 #include "lib/units.h"
 #include "probes/probe.h"
 #include "runbooks/actions/actions.h"
@@ -46,7 +54,10 @@ static const struct rb_param_spec params[] = {
     { "cluster", RB_P_STRING, false, "or one PostgreSQL cluster (postgres.clusters)" },
     { "site", RB_P_STRING, true, "the site whose replica becomes primary" },
     { "if_behind", RB_P_STRING, false,
-      "when another replica is further ahead: refuse (default), ask or ignore" },
+      "when another replica is further ahead: refuse (default), catch_up (stream the missing "
+      "WAL from it first; ask when that fails), ask or ignore" },
+    { "catch_up_timeout", RB_P_DURATION, false,
+      "how long catch_up may take before asking (default 30s)" },
     { "max_lag", RB_P_SIZE, false, "refuse when the target is further behind than this" },
     { NULL, RB_P_ANY, false, NULL },
 };
@@ -54,7 +65,7 @@ static const struct rb_param_spec params[] = {
 static void validate(const struct rb_validate_ctx *v)
 {
     static const char *const sites[] = { "site", NULL };
-    static const char *const behind[] = { "refuse", "ask", "ignore", NULL };
+    static const char *const behind[] = { "refuse", "catch_up", "ask", "ignore", NULL };
     act_need_site(v, "site");
     act_need_db_target(v, sites);
     act_need_enum(v, "if_behind", behind);
@@ -88,6 +99,18 @@ struct promote {
     int64_t stalled_since;
     bool short_record;
     int ro_polls;
+    /* catch_up: each target behind, and the replica ahead of it */
+    struct catch_src {
+        struct pgc_node *t;
+        const struct pgc_node *src;
+        uint64_t lsn; /* what src has */
+    } catch_[PGC_MAX_NODES];
+    size_t n_catch, catch_i;
+    int catch_stage;
+    bool catch_tried;
+    int64_t catch_deadline;
+    uint64_t catch_timeout_ms;
+    struct buf sql; /* carries the replication password: wiped */
     struct buf notes; /* for the final detail */
 };
 
@@ -126,6 +149,9 @@ static void cleanup(struct pgc_ctx *c)
 {
     struct promote *p = (struct promote *)c;
     buf_free(&p->notes);
+    if (p->sql.data)
+        explicit_bzero(p->sql.data, p->sql.alloc);
+    buf_free(&p->sql);
 }
 
 static struct promote *start(struct rb_exec *x, enum rb_op op)
@@ -136,12 +162,15 @@ static struct promote *start(struct rb_exec *x, enum rb_op op)
         return NULL;
     }
     buf_init(&p->notes, 2048);
+    buf_init(&p->sql, 8192);
     p->c.cleanup = cleanup;
     p->op = op;
     if (pgc_init(&p->c, x) < 0)
         return NULL;
     p->site = param_str(x, "site");
     p->if_behind = param_str(x, "if_behind") ? param_str(x, "if_behind") : "refuse";
+    json_t *cu = json_object_get(x->params, "catch_up_timeout");
+    p->catch_timeout_ms = json_is_integer(cu) ? (uint64_t)json_integer_value(cu) : 30000;
     json_t *ml = json_object_get(x->params, "max_lag");
     if (json_is_integer(ml)) {
         p->has_max_lag = true;
@@ -534,6 +563,8 @@ static void promote_next(struct promote *p)
 /* --- catching up ---------------------------------------------------------------------------- */
 
 static void catchup(struct pgc_ctx *c);
+static void on_confirm(struct rb_exec *x, bool approved, const char *who, void *arg);
+static void on_observed_run(struct pgc_ctx *c);
 
 static void on_catchup(struct pgc_ctx *c)
 {
@@ -602,6 +633,189 @@ static void catchup(struct pgc_ctx *c)
     pgc_observe(c, p->targets, p->n_targets, on_catchup);
 }
 
+/* --- fetching what another replica has (if_behind: catch_up) -------------------------------- */
+
+/* A target behind the replica src (which has up to lsn): remembered once
+ * per target instance, with the furthest source. */
+static void add_catch(struct promote *p, struct pgc_node *t, const struct pgc_node *src,
+                      uint64_t lsn)
+{
+    for (size_t i = 0; i < p->n_catch; i++) {
+        if (p->catch_[i].t == t) {
+            if (lsn > p->catch_[i].lsn) {
+                p->catch_[i].src = src;
+                p->catch_[i].lsn = lsn;
+            }
+            return;
+        }
+    }
+    if (p->n_catch < PGC_MAX_NODES)
+        p->catch_[p->n_catch++] = (struct catch_src){ .t = t, .src = src, .lsn = lsn };
+}
+
+static void ask_behind(struct promote *p, const char *q)
+{
+    struct rb_exec *x = p->c.x;
+    if (!x->env->confirm) {
+        pgc_done(&p->c, -EAGAIN, "%s; nobody to ask here: not promoted", q);
+        return;
+    }
+    char question[1500];
+    snprintf(question, sizeof question, "%s; promote anyway, losing what it lacks?", q);
+    x->env->confirm(x->env, x, question, on_confirm, p);
+}
+
+/* catch_up gave up: the operator decides (the question says why). */
+static void catch_up_failed(struct promote *p, const char *why)
+{
+    char q[1400];
+    const char *behind = json_string_value(json_object_get(p->c.x->result, "question"));
+    snprintf(q, sizeof q, "could not fetch the missing WAL (%s); %s", why, behind ? behind : "");
+    json_object_set_new(p->c.x->result, "catch_up", json_string(why));
+    ask_behind(p, q);
+}
+
+static void catch_up_observe(struct pgc_ctx *c);
+
+static void on_catch_up_observed(struct pgc_ctx *c)
+{
+    struct promote *p = (struct promote *)c;
+    char a[PG_ASYNC_LSN_STRLEN], b[PG_ASYNC_LSN_STRLEN], why[700];
+    const struct catch_src *late = NULL;
+    for (size_t i = 0; i < p->n_catch; i++) {
+        const struct catch_src *k = &p->catch_[i];
+        const struct pgc_obs *o = &k->t->obs;
+        if (o->err < 0) {
+            pgc_done(c, o->err, "%s stopped answering while fetching WAL from %s: %s",
+                     k->t->label, k->src->label, o->detail);
+            return;
+        }
+        if (!o->in_recovery) {
+            pgc_done(c, -EEXIST, "%s left recovery while fetching WAL: not promoting it",
+                     k->t->label);
+            return;
+        }
+        if (position(o) < k->lsn && !late)
+            late = k;
+    }
+    if (!late) {
+        /* Everything is weighed again (positions, RPO) from what it has now. */
+        buf_reset(&p->notes);
+        for (size_t i = 0; i < p->n_catch; i++) {
+            const struct catch_src *k = &p->catch_[i];
+            add_note(p, "%s fetched the WAL it lacked from %s (up to %s)", k->t->label,
+                     k->src->label, pgc_lsn_str(k->lsn, a, sizeof a));
+        }
+        json_object_set_new(c->x->result, "catch_up", json_string("done"));
+        json_object_del(c->x->result, "question");
+        pgc_observe(c, p->all, p->n_all, on_observed_run);
+        return;
+    }
+    if ((int64_t)uv_now(c->x->env->loop) >= p->catch_deadline || pgc_left_ms(c) <= 0) {
+        const struct pgc_obs *o = &late->t->obs;
+        snprintf(why, sizeof why,
+                 "%s reached %s of %s from %s in %llu ms (wal receiver: %s%s%s)", late->t->label,
+                 pgc_lsn_str(position(o), a, sizeof a), pgc_lsn_str(late->lsn, b, sizeof b),
+                 late->src->label, (unsigned long long)p->catch_timeout_ms,
+                 o->wr_status[0] ? o->wr_status : "none", o->sender_host[0] ? " from " : "",
+                 o->sender_host);
+        catch_up_failed(p, why);
+        return;
+    }
+    pgc_later(c, PGC_POLL_MS, catch_up_observe);
+}
+
+static void catch_up_observe(struct pgc_ctx *c)
+{
+    struct promote *p = (struct promote *)c;
+    pgc_observe(c, p->targets, p->n_targets, on_catch_up_observed);
+}
+
+static void catch_up_step(struct promote *p);
+
+static void on_catch_up_set(struct pgc_node *n, struct pg_async_result *r)
+{
+    struct promote *p = (struct promote *)n->c;
+    if (p->sql.data)
+        explicit_bzero(p->sql.data, p->sql.alloc);
+    buf_reset(&p->sql);
+    if (r->status < 0) {
+        char why[400];
+        static const char *const what[] = { "setting primary_conninfo",
+                                            "clearing primary_slot_name", "reloading" };
+        snprintf(why, sizeof why, "%s on %s failed: %s", what[p->catch_stage], n->label,
+                 r->detail);
+        catch_up_failed(p, why);
+        return;
+    }
+    if (++p->catch_stage > 2) {
+        p->catch_stage = 0;
+        p->catch_i++;
+    }
+    catch_up_step(p);
+}
+
+/* Points each target's wal receiver at the replica that is ahead of it (no
+ * slot: a replica's slots are not its upstream's), then waits until each
+ * has received what its source has. The source is a standby on the same
+ * timeline: PostgreSQL streams from it as from a cascading standby. */
+static void catch_up_step(struct promote *p)
+{
+    if (p->catch_i >= p->n_catch) {
+        p->catch_deadline = (int64_t)uv_now(p->c.x->env->loop) + (int64_t)p->catch_timeout_ms;
+        catch_up_observe(&p->c);
+        return;
+    }
+    const struct catch_src *k = &p->catch_[p->catch_i];
+    char why[300];
+    int rc = 0;
+    buf_reset(&p->sql);
+    switch (p->catch_stage) {
+    case 0: {
+        struct buf ci;
+        buf_init(&ci, 4096);
+        rc = pgc_replica_conninfo(p->c.cfg, k->src->member, k->t->site, &ci, why, sizeof why);
+        if (rc == 0)
+            rc = buf_append_str(&p->sql, "ALTER SYSTEM SET primary_conninfo = ");
+        if (rc == 0)
+            rc = pgc_sql_literal(&p->sql, ci.data);
+        if (ci.data)
+            explicit_bzero(ci.data, ci.alloc);
+        buf_free(&ci);
+        if (rc < 0 && why[0]) {
+            catch_up_failed(p, why);
+            return;
+        }
+        break;
+    }
+    case 1:
+        rc = buf_append_str(&p->sql, "ALTER SYSTEM SET primary_slot_name = ''");
+        break;
+    default:
+        rc = buf_append_str(&p->sql, "SELECT pg_reload_conf()");
+    }
+    if (rc == 0)
+        rc = pgc_query(k->t, p->sql.data, 0, NULL, on_catch_up_set);
+    if (rc < 0)
+        pgc_done(&p->c, rc, "cannot repoint %s at %s: %s", k->t->label, k->src->label,
+                 strerror(-rc));
+}
+
+static void catch_up_start(struct promote *p)
+{
+    char a[PG_ASYNC_LSN_STRLEN];
+    for (size_t i = 0; i < p->n_catch; i++) {
+        const struct catch_src *k = &p->catch_[i];
+        log_ev(LOG_INFO, "+catch-up", "pg.promote: fetching the WAL the target lacks from a replica ahead",
+               { "target", k->t->label }, { "from", k->src->label },
+               { "upto", pgc_lsn_str(k->lsn, a, sizeof a) });
+    }
+    p->catch_tried = true;
+    p->catch_i = 0;
+    p->catch_stage = 0;
+    catch_up_step(p);
+}
+
 /* --- the decision --------------------------------------------------------------------------- */
 
 static void on_confirm(struct rb_exec *x, bool approved, const char *who, void *arg)
@@ -622,20 +836,23 @@ static void on_confirm(struct rb_exec *x, bool approved, const char *who, void *
     catchup(&p->c);
 }
 
-/* The old primary's last LSN as the daemon's probe of it last saw it. */
-static bool probe_lsn(struct promote *p, const struct pgc_node *old, uint64_t *out)
+/* The old primary's LSN as this daemon's probe last saw it answer, and how
+ * long ago (writes committed after that are not counted: the figure is a
+ * lower bound off by at most one probe interval of writes). */
+static bool probe_lsn(struct promote *p, const struct pgc_node *old, uint64_t *out, int64_t *age_ms)
 {
     struct rb_env *env = p->c.x->env;
     if (!env->probe || !p->old)
         return false;
     const struct probe *pr = env->probe(env, p->old, "postgres");
-    if (!pr || !pr->last.done || !pr->last.fields || !pr->cfg->cluster)
+    if (!pr || !pr->last_ok_fields || !pr->cfg->cluster)
         return false;
     const struct cfg_pg_cluster *cl = config_pg_cluster(p->c.cfg, pr->cfg->cluster);
     const struct cfg_member *m = cl ? config_pg_member(cl, p->old) : NULL;
     if (!m || m != old->member)
         return false;
-    const char *s = json_string_value(json_object_get(pr->last.fields, "current_lsn"));
+    const char *s = json_string_value(json_object_get(pr->last_ok_fields, "current_lsn"));
+    *age_ms = loop_now_ms() - pr->last_ok_at_ms;
     return s && pg_async_lsn_parse(s, out) == 0;
 }
 
@@ -659,14 +876,15 @@ static void after_epochs_read_run(struct pgc_ctx *c)
     json_t *behind = json_object_get(x->result, "behind_bytes");
     if (json_integer_value(behind) > 0) {
         const char *q = json_string_value(json_object_get(x->result, "question"));
+        if (!strcmp(p->if_behind, "catch_up")) {
+            if (p->catch_tried)
+                catch_up_failed(p, "still behind after fetching");
+            else
+                catch_up_start(p);
+            return;
+        }
         if (!strcmp(p->if_behind, "ask")) {
-            if (!x->env->confirm) {
-                pgc_done(c, -EAGAIN, "%s; nobody to ask here: not promoted", q);
-                return;
-            }
-            char question[600];
-            snprintf(question, sizeof question, "%s; promote anyway?", q);
-            x->env->confirm(x->env, x, question, on_confirm, p);
+            ask_behind(p, q);
             return;
         }
         if (strcmp(p->if_behind, "ignore") != 0) {
@@ -713,11 +931,12 @@ static void on_observed_run(struct pgc_ctx *c)
     }
     json_t *cands = json_object();
     json_object_set_new(x->result, "candidates", cands);
+    p->n_catch = 0;
     uint64_t worst_behind = 0, worst_lag = 0, target_lsn = 0;
     bool rpo_known = true, rpo_any = false;
     uint64_t rpo = 0;
     const char *basis = NULL;
-    char question[512] = "";
+    char question[512] = "", basis_buf[128];
     for (size_t k = 0; k < p->c.n_clusters && !p->already; k++) {
         const struct cfg_pg_cluster *cl = p->c.clusters[k];
         struct pgc_node *t = pgc_node_get(c, cl, p->site, PGC_AS_TRIAD, false);
@@ -777,12 +996,19 @@ static void on_observed_run(struct pgc_ctx *c)
                 best_n = n;
             }
         }
-        if (!old_known && old_n && probe_lsn(p, old_n, &old_lsn)) {
+        int64_t age_ms = 0;
+        if (!old_known && old_n && probe_lsn(p, old_n, &old_lsn, &age_ms)) {
             old_known = true;
-            basis = "the daemon's last probe of the old primary";
+            snprintf(basis_buf, sizeof basis_buf,
+                     "the daemon's last successful probe of the old primary, %.1f s before "
+                     "promotion",
+                     (double)age_ms / 1000.0);
+            basis = basis_buf;
             lsn_json(x->result, "old_primary_lsn", old_lsn);
         }
         uint64_t behind = best_n ? pgc_lsn_behind(tpos, best) : 0;
+        if (behind > 0)
+            add_catch(p, t, best_n, best);
         if (behind > worst_behind) {
             worst_behind = behind;
             pgc_bytes_str(behind, sz, sizeof sz);

@@ -322,6 +322,38 @@ check "... its own lab.conf kept (listens on 127.0.1.5)" \
 act dc1 --op check pg.rewind "$REWIND1"
 check "pg.rewind check holds after the rebuild" status_is 1
 
+# === D. catching up from the replica that is ahead (if_behind: catch_up) =====================
+t=$SECONDS
+check "lab reset" lab_fresh
+diag "lab reset in $((SECONDS - t)) s"
+"$LAB" partition dc1 dc2 >>"$LOG" 2>&1
+not_streams_from() { ! streams_from "$@"; }
+check "dc2 cut from dc1" wait_for 20 not_streams_from dc2 127.0.1.5
+for i in $(seq 4001 4020); do synapse_sql dc1 "INSERT INTO writes (id, site) VALUES ($i, 'dc1')" >>"$LOG"; done
+check "dc3 has writes dc2 lacks" wait_for 10 test "$(sql dc3 "SELECT count(*) FROM writes WHERE id = 4020" synapse)" = 1
+"$LAB" kill dc1 >>"$LOG" 2>&1
+# First with dc2's PostgreSQL unable to reach dc3's: it cannot fetch.
+ip netns exec "$LAB_NETNS" nft add rule inet triad_lab output ip saddr 127.0.2.5 ip daddr 127.0.3.5 drop comment '"test no-catch-up"'
+act dc2 --epoch 11 --confirm no pg.promote '{"group":"ess","site":"dc2","if_behind":"catch_up","catch_up_timeout":"2s"}'
+check "catch_up that cannot fetch asks the operator, who says no: refused" detail_has 'not confirmed'
+check "... the result says why it could not fetch" \
+    grep -qE 'reached .* of .* from 127.0.3.5:5432 \(dc3\) in 2000 ms' <<<"$(result .catch_up)"
+check "... dc2 is still a replica" in_recovery dc2 t
+for h in $(ip netns exec "$LAB_NETNS" nft -a list chain inet triad_lab output | grep -F 'test no-catch-up' | sed -E 's/.*# handle ([0-9]+).*/\1/'); do
+    ip netns exec "$LAB_NETNS" nft delete rule inet triad_lab output handle "$h"
+done
+t_ms=$(date +%s%N)
+act dc2 --epoch 11 pg.promote '{"group":"ess","site":"dc2","if_behind":"catch_up"}'
+ok $? "catch_up: dc2 fetches what dc3 has, then is promoted"
+diag "catch-up and promotion took $((($(date +%s%N) - t_ms) / 1000000)) ms: $(detail)"
+check "... noted in the detail" detail_has 'fetched the WAL it lacked from 127\.0\.3\.5:5432 \(dc3\)'
+check "... dc2 has every write dc3 had" \
+    test "$(sql dc2 "SELECT count(*) FROM writes WHERE id BETWEEN 4001 AND 4020" synapse)" = 20
+"$LAB" heal >>"$LOG" 2>&1
+act dc2 pg.follow "{$GROUP_DC2,\"sites\":[\"dc3\"]}"
+ok $? "... so dc3 follows the new primary without a rewind"
+check "... dc3 streams from dc2 on its timeline" streams_from dc3 127.0.2.5
+
 # Every runner output and message of the suite is in $LOG: no secret there.
 no_secret_in_log() {
     local f

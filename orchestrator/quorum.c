@@ -392,6 +392,15 @@ static bool accept_decision(struct quorum *q, int64_t epoch, int from, int to, i
             q->d.fenced = false;
             persist(q);
         }
+        /* Our PostgreSQL stays read-only until the runbook promotes it; from
+         * now on a lost lease fences it again. */
+        if (q->self_fenced) {
+            q->self_fenced = false;
+            event(q, "-self-fence",
+                  "reason=\"made primary by decision epoch %lld: writable once the runbook "
+                  "promotes it\"",
+                  (long long)epoch);
+        }
         /* A new lease, counted from now: acknowledgements of requests sent
          * before we were primary do not count. */
         q->lease_from_ms = now;
@@ -771,7 +780,9 @@ int quorum_request(struct quorum *q, const char *kind, int to, const char *runbo
 {
     if (to < 0 || to >= q->n)
         return -EINVAL;
-    if (q->role != QROLE_FOLLOWER || (q->run_active && leader_alive(q, now_ms)))
+    /* A leader whose run is over may stand again, for a new epoch. */
+    bool deciding = q->role == QROLE_CANDIDATE || (q->role == QROLE_LEADER && !q->decided);
+    if (deciding || (q->run_active && leader_alive(q, now_ms)))
         return -EBUSY;
     if (!quorum_has_majority(q, now_ms))
         return -EAGAIN;

@@ -82,6 +82,7 @@ json_t *report_build(json_t *records, json_t *drill)
     add_event(tl, ival(det, "odown_ms"), sval(det, "site"), "+odown", 0, "detect");
     add_event(tl, ival(det, "decided_ms"), leader, "decision (leader)", 0, "decide");
     int64_t human = 0, promote_end = 0, dns_end = 0, rpo = -1, run_end = ival(run, "ended_ms");
+    const char *rpo_basis = "";
     size_t i;
     json_t *s;
     json_array_foreach(json_object_get(run, "steps"), i, s)
@@ -103,6 +104,7 @@ json_t *report_build(json_t *records, json_t *drill)
             json_t *r = json_object_get(s, "result");
             if (json_is_integer(json_object_get(r, "rpo_bytes")))
                 rpo = ival(r, "rpo_bytes");
+            rpo_basis = sval(r, "rpo_basis");
         }
         if (!strcmp(action, "dns.update") && en)
             dns_end = en;
@@ -138,6 +140,8 @@ json_t *report_build(json_t *records, json_t *drill)
         json_object_set_new(fig, "rto_without_human_wait_s",
                             json_real((double)(service_ok - t0 - human) / 1000.0));
     json_object_set_new(fig, "rpo_bytes", rpo >= 0 ? json_integer(rpo) : json_null());
+    if (*rpo_basis)
+        json_object_set_new(fig, "rpo_basis", json_string(rpo_basis));
     json_t *w = drill ? json_object_get(drill, "writer") : NULL;
     json_object_set_new(fig, "acknowledged_writes_lost",
                         json_is_integer(json_object_get(w, "acked_lost"))
@@ -193,7 +197,10 @@ void report_summary(json_t *rep, struct buf *b)
         buf_printf(b, "RTO: not measured (no drill data)\n");
     json_t *rpo = json_object_get(fig, "rpo_bytes");
     if (json_is_integer(rpo))
-        buf_printf(b, "RPO: %lld bytes\n", (long long)json_integer_value(rpo));
+        buf_printf(b, "RPO: %lld bytes%s%s%s\n", (long long)json_integer_value(rpo),
+                   json_is_string(json_object_get(fig, "rpo_basis")) ? " (against " : "",
+                   sval(fig, "rpo_basis"),
+                   json_is_string(json_object_get(fig, "rpo_basis")) ? ")" : "");
     else
         buf_printf(b, "RPO: not measured\n");
     json_t *lost = json_object_get(fig, "acknowledged_writes_lost");
@@ -233,7 +240,8 @@ void report_markdown(json_t *rep, struct buf *b)
     fig_line(b, fig, "dns_verified_s", "DNS verified on every server");
     json_t *rpo = json_object_get(fig, "rpo_bytes");
     if (json_is_integer(rpo))
-        buf_printf(b, "| RPO | %lld bytes |\n", (long long)json_integer_value(rpo));
+        buf_printf(b, "| RPO | %lld bytes (against %s) |\n", (long long)json_integer_value(rpo),
+                   *sval(fig, "rpo_basis") ? sval(fig, "rpo_basis") : "?");
     else
         buf_printf(b, "| RPO | not measured |\n");
     json_t *lost = json_object_get(fig, "acknowledged_writes_lost");

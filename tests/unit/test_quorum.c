@@ -7,6 +7,7 @@
  * interval. After every 10 ms of simulated time the safety invariants are
  * checked: never two writable primaries, at most one leader per epoch, no
  * decision without a majority having accepted it. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -336,7 +337,10 @@ static void step(void)
         struct node *l = &S->nodes[S->promote_by];
         if (l->alive && l->q.role == QROLE_LEADER &&
             quorum_lease_expired(&l->q, clock_of(S->promote_by))) {
+            /* The runbook's promotion also lifts a fence's read-only setting;
+             * the old primary was fenced (or demoted) before. */
             S->pg_primary[S->promote_to] = true;
+            S->pg_fenced[S->promote_to] = false;
             S->promote_pending_epoch = 0;
             S->takeover_seen = -1;
             for (int k = 0; k < N; k++)
@@ -442,6 +446,56 @@ static void test_dc1_isolated(void **state)
     run_for(5000);
     assert_int_equal(S->nodes[0].q.d.primary, 1);
     assert_true(S->nodes[0].q.self_fenced);
+    assert_false(writable(0));
+    assert_int_equal(S->violations, 0);
+    sim_free();
+}
+
+/* DC1 isolated, the failover done, DC1 back (fenced): an operator asks the
+ * leader, its run over, for a failback. DC1 becomes primary again and, cut
+ * off once more, fences itself again. */
+static void test_failback_then_isolated_again(void **state)
+{
+    (void)state;
+    sim_init(11, true);
+    run_for(5000);
+    isolate(0, true);
+    run_for(20000);
+    isolate(0, false);
+    run_for(5000);
+    assert_int_equal(S->decisions, 1);
+    int leader = S->nodes[1].q.role == QROLE_LEADER ? 1 : 2;
+    assert_int_equal(S->nodes[leader].q.role, QROLE_LEADER);
+    assert_true(S->nodes[0].q.self_fenced);
+    assert_int_equal(quorum_request(&S->nodes[leader].q, "failback", 0, "failback",
+                                    clock_of(leader)),
+                     0);
+    run_for(15000);
+    assert_int_equal(S->violations, 0);
+    assert_int_equal(S->decisions, 2);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(S->nodes[i].q.d.primary, 0);
+    assert_true(writable(0));
+    assert_false(writable(1));
+    assert_false(S->nodes[0].q.self_fenced);
+    /* A run in hand under a live leader refuses another request. */
+    S->nodes[leader].q.run_active = true;
+    int l2 = -1;
+    for (int i = 0; i < N; i++)
+        l2 = S->nodes[i].q.role == QROLE_LEADER ? i : l2;
+    assert_true(l2 >= 0);
+    S->nodes[l2].q.run_active = true;
+    assert_int_equal(quorum_request(&S->nodes[l2].q, "switchover", 1, "switchover", clock_of(l2)),
+                     -EBUSY);
+    S->nodes[l2].q.run_active = false;
+    S->nodes[leader].q.run_active = false;
+    /* Cut off again: the lease lost, DC1 fences itself again. */
+    S->fenced_at = 0;
+    int64_t cut_t = S->t;
+    isolate(0, true);
+    run_for(10000);
+    assert_true(S->nodes[0].q.self_fenced);
+    assert_true(S->fenced_at > 0 && S->fenced_at - cut_t <= 4000 + 600 + FENCE_MS);
     assert_false(writable(0));
     assert_int_equal(S->violations, 0);
     sim_free();
@@ -762,6 +816,7 @@ int main(void)
         cmocka_unit_test(test_steady_state),
         cmocka_unit_test(test_dc1_killed),
         cmocka_unit_test(test_dc1_isolated),
+        cmocka_unit_test(test_failback_then_isolated_again),
         cmocka_unit_test(test_one_link_cut),
         cmocka_unit_test(test_witness_lost),
         cmocka_unit_test(test_standby_lost),

@@ -62,6 +62,7 @@ struct probe {
     json_t *last_ok_fields;
     int64_t last_ok_at_ms;
     bool prev_ok; /* for the owner: the previous result's outcome */
+    int64_t state_since_ms; /* monotonic: when the outcome (ok or not) last changed */
     struct probe_health health;
     /* Durations (for triad_probe_duration_seconds). */
     uint64_t buckets[PROBE_BUCKETS];

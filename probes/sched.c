@@ -115,6 +115,8 @@ static void finish(struct probe *p, bool ok, json_t *fields, const char *detail)
     int64_t now = loop_now_ms();
     p->running = false;
     uv_timer_stop(&p->timer);
+    if (!p->last.done || p->last.ok != ok)
+        p->state_since_ms = now;
     json_decref(p->last.fields);
     p->last.fields = fields;
     if (ok && fields) {

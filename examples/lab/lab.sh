@@ -629,7 +629,7 @@ configs_write() {
         mkdir -p "$LAB_DIR/$s/state"
         chmod 0700 "$LAB_DIR/$s/state"
         render "$TPL/triad.yaml.in" "$LAB_DIR/$s/triad.yaml" SITE="$s" LAB_DIR="$LAB_DIR" \
-            RUNBOOK_DIR="$REPO/runbooks" LAB_SH="$HERE/lab.sh" HERE="$HERE"
+            RUNBOOK_DIR="$REPO/runbooks" LAB_SH="$HERE/lab.sh" HERE="$HERE" LAB_NETNS="$LAB_NETNS"
     done
 }
 

@@ -90,8 +90,12 @@ static void check(struct rb_exec *x)
         rb_exec_done(x, 0, "no recent result");
         return;
     }
-    bool ok = p->last.ok == want_up(x);
-    rb_exec_done(x, ok ? 1 : 0, "%s: %s", p->last.ok ? "up" : "down", p->last.detail);
+    /* Already so, and for long enough (as far as results show). */
+    int64_t held = now - p->state_since_ms;
+    int64_t want = json_integer_value(json_object_get(x->params, "for"));
+    bool ok = p->last.ok == want_up(x) && held >= want;
+    rb_exec_done(x, ok ? 1 : 0, "%s for %lld ms: %s", p->last.ok ? "up" : "down", (long long)held,
+                 p->last.detail);
 }
 
 static void on_poll(uv_timer_t *t)

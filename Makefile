@@ -52,7 +52,7 @@ FIXTURE_SRCS := $(wildcard tests/fixtures/*.c)
 FIXTURE_BINS := $(FIXTURE_SRCS:tests/fixtures/%.c=$(BUILD)/fixtures/%)
 
 .PHONY: all deps test unit integration demo lab-up lab-down lint asan \
-	valgrind model clean install uninstall fmt unit-bins
+	valgrind model clean install uninstall fmt unit-bins bench
 
 all: triad
 
@@ -103,6 +103,12 @@ integration: all unit-bins
 demo: deps
 	@$(MAKE) --no-print-directory all unit-bins
 	@examples/demo.sh
+
+# The benchmarks (not part of `make test`): detection time over 20 kills,
+# then 10 automatic dc1-loss drills (RTO and its parts). About 10 minutes.
+bench: all unit-bins
+	@tests/bench/detection.sh
+	@tests/bench/failover.sh
 
 lab-up: all unit-bins
 	@examples/lab/lab.sh up

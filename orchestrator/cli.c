@@ -33,6 +33,8 @@ static const struct cli_opt plan_opts[] = {
     { "json", 0, NULL, "print JSON" },
     { "dot", 0, NULL, "print graphviz (with --fsm)" },
     { "to", 0, "SITE", "target site (default failover.target)" },
+    { "from", 0, "SITE", "site the run moves away from (default: see below)" },
+    { "epoch", 0, "N", "the run's epoch (default: see below)" },
     { NULL, 0, NULL, NULL },
 };
 
@@ -88,6 +90,10 @@ static const struct cli_cmd commands[] = {
       probe_opts, 0, 0, cmd_probe },
     { "plan", "[RUNBOOK]", "show what a runbook would do (a dry run)",
       "Resolves every parameter and runs every action's non-destructive checks.\n"
+      "When the local daemon answers and its last decision moved the primary to\n"
+      "the --to site, the plan replays that decision (its from site and epoch):\n"
+      "after a failover, every step whose outcome holds shows as skipped.\n"
+      "Otherwise it plans a new run from the current primary, epoch 0.\n"
       "With --fsm, prints the step state machine (--json or --dot).",
       plan_opts, 0, 1, cmd_plan },
     { "failover", "", "start an unplanned failover (--to SITE)",

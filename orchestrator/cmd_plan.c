@@ -33,11 +33,13 @@ int cmd_plan(const struct cli_args *a)
 
 /* ---- the dry run of a runbook ---- */
 
+#include <errno.h>
 #include <string.h>
 
 #include "lib/dns_client.h"
 #include "lib/http_client.h"
 #include "lib/log.h"
+#include "orchestrator/api_client.h"
 #include "orchestrator/config.h"
 #include "runbooks/action.h"
 #include "runbooks/runbook.h"
@@ -49,6 +51,7 @@ struct plan {
     size_t cur;
     int exit_code;
     json_t *out; /* --json */
+    long long epoch;
     bool json;
 };
 
@@ -109,7 +112,7 @@ static void plan_step(struct plan *p)
             buf_free(&b);
         }
         struct rb_exec *x =
-            rb_exec_start(&p->env, st, params, p->ctx, "plan", 0, RB_OP_CHECK, on_check, p);
+            rb_exec_start(&p->env, st, params, p->ctx, "plan", p->epoch, RB_OP_CHECK, on_check, p);
         json_decref(params);
         if (x)
             return;
@@ -134,6 +137,7 @@ int cmd_plan_runbook(const struct cli_args *a)
     const char *name = a->n_positional ? a->positional[0] : cfg.failover.runbook;
     const struct cfg_runbook_ref *ref = config_runbook(&cfg, name);
     int result = EXIT_OK;
+    json_t *status = NULL;
     struct plan p = { .json = cli_flag(a, "json"), .exit_code = EXIT_OK };
     json_t *cj = config_to_json(&cfg);
     if (!ref) {
@@ -146,14 +150,48 @@ int cmd_plan_runbook(const struct cli_args *a)
         result = EXIT_CONFIG;
         goto out;
     }
-    const char *from = config_primary(&cfg)->name;
     const char *to = cli_get(a, "to") ? cli_get(a, "to") : cfg.failover.target;
     if (!config_site(&cfg, to)) {
         fprintf(stderr, "triad plan: --to %s is not a configured site\n", to);
         result = EXIT_USAGE;
         goto out;
     }
-    p.ctx = rb_context(cj, "plan", 0, from, to, p.rb->name);
+    /* The daemon's view: the current primary, and the last decision (to
+     * replay it when it went to the same site). */
+    char from[64], err[256];
+    long long epoch = 0;
+    snprintf(from, sizeof from, "%s", config_primary(&cfg)->name);
+    if (api_call(cfg.api.socket, "GET", "/v1/status", NULL, &status, err, sizeof err) == 200) {
+        json_t *dec = json_object_get(status, "decision");
+        const char *pri = json_string_value(json_object_get(status, "primary_site"));
+        const char *dto = json_string_value(json_object_get(dec, "to"));
+        const char *dfrom = json_string_value(json_object_get(dec, "from"));
+        if (dto && dfrom && !strcmp(dto, to)) {
+            snprintf(from, sizeof from, "%s", dfrom);
+            epoch = json_integer_value(json_object_get(dec, "epoch"));
+        } else if (pri) {
+            snprintf(from, sizeof from, "%s", pri);
+        }
+    }
+    if (cli_get(a, "from"))
+        snprintf(from, sizeof from, "%s", cli_get(a, "from"));
+    if (cli_get(a, "epoch")) {
+        char *end;
+        errno = 0;
+        epoch = strtoll(cli_get(a, "epoch"), &end, 10);
+        if (errno || *end || epoch < 0) {
+            fprintf(stderr, "triad plan: --epoch wants a number >= 0\n");
+            result = EXIT_USAGE;
+            goto out;
+        }
+    }
+    if (!config_site(&cfg, from)) {
+        fprintf(stderr, "triad plan: --from %s is not a configured site\n", from);
+        result = EXIT_USAGE;
+        goto out;
+    }
+    p.epoch = epoch;
+    p.ctx = rb_context(cj, "plan", epoch, from, to, p.rb->name);
     log_set_level(LOG_ERROR);
     http_global_init();
     dns_global_init();
@@ -168,8 +206,9 @@ int cmd_plan_runbook(const struct cli_args *a)
         p.out =
             json_pack("{s:s,s:s,s:s,s:[]}", "runbook", p.rb->name, "from", from, "to", to, "steps");
     else
-        printf("runbook %s (%s): %s -> %s, mode %s\n%s\n\n", p.rb->name, ref->path, from, to,
-               config_mode_name(cfg.failover.mode), p.rb->description ? p.rb->description : "");
+        printf("runbook %s (%s): %s -> %s, epoch %lld, mode %s\n%s\n\n", p.rb->name, ref->path,
+               from, to, epoch, config_mode_name(cfg.failover.mode),
+               p.rb->description ? p.rb->description : "");
     plan_step(&p);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
@@ -186,6 +225,7 @@ int cmd_plan_runbook(const struct cli_args *a)
     http_global_cleanup();
     dns_global_cleanup();
 out:
+    json_decref(status);
     rb_free(p.rb);
     json_decref(p.ctx);
     json_decref(cj);

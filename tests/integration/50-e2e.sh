@@ -95,6 +95,12 @@ check "A: DNS points at DC2" test "$(dns_answer)" = 127.0.2.10
 check "A: DC2 is the primary" in_recovery dc2 f
 check "A: DC3 streams from DC2" wait_for 10 streams_from dc3 127.0.2.5
 check "A: ESS serves from DC2" wait_for 5 bash -c "'$LAB' status --json | jq -e '.sites.dc2.synapse.up' >/dev/null"
+replayed_plan() { # the same runbook again: every step whose outcome holds is skipped
+    nsx "$TRIAD" plan dc1-loss --to dc2 --json -c "$LAB_DIR/dc2/triad.yaml" 2>>"$LOG" |
+        jq -e '[.steps[] | {(.id): .verdict}] | add
+            | .promote == "skip" and .["others-follow"] == "skip" and .dns == "skip" and .["start-ess"] == "skip"' >/dev/null
+}
+check "A: plan of the same runbook afterwards: promote, follow, DNS and ESS would be skipped" replayed_plan
 "$LAB" revive dc1 >>"$LOG" 2>&1
 check "A: DC1 powered back on never accepts a write (8 s)" never_writable dc1 8
 check "A: ... and its daemon knows DC2 is primary and DC1 fenced" \

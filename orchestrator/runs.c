@@ -600,8 +600,8 @@ static void journal_probe(struct runs *r, const char *site, const char *probe, b
 {
     json_t *rec =
         json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:s,s:I}", "t", "probe", "site", site, "probe", probe,
-                  "state", up ? "up" : "down", "detail", detail, "ts_ms", (json_int_t)ts_ms,
-                  "run", r->run->id, "epoch", (json_int_t)r->run->epoch);
+                  "state", up ? "up" : "down", "detail", detail, "ts_ms", (json_int_t)ts_ms, "run",
+                  r->run->id, "epoch", (json_int_t)r->run->epoch);
     on_journal(r->run, rec);
     json_decref(rec);
 }

@@ -61,7 +61,7 @@ struct probe {
      * primary's LSN, for the RPO). */
     json_t *last_ok_fields;
     int64_t last_ok_at_ms;
-    bool prev_ok; /* for the owner: the previous result's outcome */
+    bool prev_ok;           /* for the owner: the previous result's outcome */
     int64_t state_since_ms; /* monotonic: when the outcome (ok or not) last changed */
     struct probe_health health;
     /* Durations (for triad_probe_duration_seconds). */

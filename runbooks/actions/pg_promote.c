@@ -110,7 +110,7 @@ struct promote {
     bool catch_tried;
     int64_t catch_deadline;
     uint64_t catch_timeout_ms;
-    struct buf sql; /* carries the replication password: wiped */
+    struct buf sql;   /* carries the replication password: wiped */
     struct buf notes; /* for the final detail */
 };
 
@@ -686,8 +686,8 @@ static void on_catch_up_observed(struct pgc_ctx *c)
         const struct catch_src *k = &p->catch_[i];
         const struct pgc_obs *o = &k->t->obs;
         if (o->err < 0) {
-            pgc_done(c, o->err, "%s stopped answering while fetching WAL from %s: %s",
-                     k->t->label, k->src->label, o->detail);
+            pgc_done(c, o->err, "%s stopped answering while fetching WAL from %s: %s", k->t->label,
+                     k->src->label, o->detail);
             return;
         }
         if (!o->in_recovery) {
@@ -713,12 +713,11 @@ static void on_catch_up_observed(struct pgc_ctx *c)
     }
     if ((int64_t)uv_now(c->x->env->loop) >= p->catch_deadline || pgc_left_ms(c) <= 0) {
         const struct pgc_obs *o = &late->t->obs;
-        snprintf(why, sizeof why,
-                 "%s reached %s of %s from %s in %llu ms (wal receiver: %s%s%s)", late->t->label,
-                 pgc_lsn_str(position(o), a, sizeof a), pgc_lsn_str(late->lsn, b, sizeof b),
-                 late->src->label, (unsigned long long)p->catch_timeout_ms,
-                 o->wr_status[0] ? o->wr_status : "none", o->sender_host[0] ? " from " : "",
-                 o->sender_host);
+        snprintf(why, sizeof why, "%s reached %s of %s from %s in %llu ms (wal receiver: %s%s%s)",
+                 late->t->label, pgc_lsn_str(position(o), a, sizeof a),
+                 pgc_lsn_str(late->lsn, b, sizeof b), late->src->label,
+                 (unsigned long long)p->catch_timeout_ms, o->wr_status[0] ? o->wr_status : "none",
+                 o->sender_host[0] ? " from " : "", o->sender_host);
         catch_up_failed(p, why);
         return;
     }
@@ -743,8 +742,7 @@ static void on_catch_up_set(struct pgc_node *n, struct pg_async_result *r)
         char why[400];
         static const char *const what[] = { "setting primary_conninfo",
                                             "clearing primary_slot_name", "reloading" };
-        snprintf(why, sizeof why, "%s on %s failed: %s", what[p->catch_stage], n->label,
-                 r->detail);
+        snprintf(why, sizeof why, "%s on %s failed: %s", what[p->catch_stage], n->label, r->detail);
         catch_up_failed(p, why);
         return;
     }
@@ -806,7 +804,8 @@ static void catch_up_start(struct promote *p)
     char a[PG_ASYNC_LSN_STRLEN];
     for (size_t i = 0; i < p->n_catch; i++) {
         const struct catch_src *k = &p->catch_[i];
-        log_ev(LOG_INFO, "+catch-up", "pg.promote: fetching the WAL the target lacks from a replica ahead",
+        log_ev(LOG_INFO, "+catch-up",
+               "pg.promote: fetching the WAL the target lacks from a replica ahead",
                { "target", k->t->label }, { "from", k->src->label },
                { "upto", pgc_lsn_str(k->lsn, a, sizeof a) });
     }

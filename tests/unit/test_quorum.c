@@ -467,9 +467,8 @@ static void test_failback_then_isolated_again(void **state)
     int leader = S->nodes[1].q.role == QROLE_LEADER ? 1 : 2;
     assert_int_equal(S->nodes[leader].q.role, QROLE_LEADER);
     assert_true(S->nodes[0].q.self_fenced);
-    assert_int_equal(quorum_request(&S->nodes[leader].q, "failback", 0, "failback",
-                                    clock_of(leader)),
-                     0);
+    assert_int_equal(
+        quorum_request(&S->nodes[leader].q, "failback", 0, "failback", clock_of(leader)), 0);
     run_for(15000);
     assert_int_equal(S->violations, 0);
     assert_int_equal(S->decisions, 2);

@@ -48,10 +48,7 @@ struct h {
     struct cfg_probe cfg;
     struct probe probe;
     bool have_probe;
-    /* a probe that keeps producing results (run) */
-    uv_timer_t feeder;
-    bool feeding;
-    bool next_ok;
+    bool next_ok; /* the result the tick produces */
 };
 
 static struct h *H;
@@ -75,12 +72,6 @@ static void result(struct h *h, bool ok, int64_t at)
     snprintf(h->probe.last.detail, sizeof h->probe.last.detail, "%s", ok ? "HTTP 200" : "HTTP 503");
 }
 
-static void on_feed(uv_timer_t *t)
-{
-    struct h *h = t->data;
-    result(h, h->next_ok, loop_now_ms());
-}
-
 static void h_init(struct h *h)
 {
     memset(h, 0, sizeof *h);
@@ -90,28 +81,31 @@ static void h_init(struct h *h)
     h->t.env = &h->env;
     h->t.ctx = ctx;
     h->t.epoch = 3;
-    h->cfg.interval_ms = 50;
-    h->cfg.timeout_ms = 50;
+    /* Results stay fresh for 2 intervals + the timeout: long enough for a
+     * test, so one result (from a tick) is all a run needs. */
+    h->cfg.interval_ms = 5000;
+    h->cfg.timeout_ms = 1000;
     h->probe.cfg = &h->cfg;
     h->have_probe = true;
 }
 
-static void start_feeding(struct h *h, bool ok)
+/* The tick: a new result, as the next probe run would give. */
+static void new_result(void *arg)
+{
+    struct h *h = arg;
+    result(h, h->next_ok, loop_now_ms());
+}
+
+static void tick_result(struct h *h, bool ok, uint64_t after_ms)
 {
     h->next_ok = ok;
-    uv_timer_init(&h->loop, &h->feeder);
-    h->feeder.data = h;
-    uv_timer_start(&h->feeder, on_feed, 0, 50);
-    h->feeding = true;
+    h->t.tick = new_result;
+    h->t.tick_arg = h;
+    h->t.tick_ms = after_ms;
 }
 
 static void h_done(struct h *h)
 {
-    if (h->feeding) {
-        uv_timer_stop(&h->feeder);
-        uv_close((uv_handle_t *)&h->feeder, NULL);
-        uv_run(&h->loop, UV_RUN_DEFAULT);
-    }
     acttest_done(&h->t);
     assert_int_equal(uv_loop_close(&h->loop), 0);
     H = NULL;
@@ -153,7 +147,7 @@ static void test_check_needs_the_duration(void **state)
     acttest_op(&h.t, "probe.wait", RB_OP_CHECK, 1000, params("down", "3000"));
     assert_int_equal(h.t.status, 1);
     /* A stale result proves nothing. */
-    h.probe.last.at_ms = now - 10000;
+    h.probe.last.at_ms = now - 20000;
     acttest_op(&h.t, "probe.wait", RB_OP_CHECK, 1000, params("down", "0"));
     assert_int_equal(h.t.status, 0);
     assert_non_null(strstr(h.t.detail, "no recent result"));
@@ -164,39 +158,39 @@ static void test_check_needs_the_duration(void **state)
     h_done(&h);
 }
 
-static void flip_up(void *arg)
-{
-    ((struct h *)arg)->next_ok = true;
-}
-
 static void test_run_waits_for_the_hold(void **state)
 {
     (void)state;
     struct h h;
     h_init(&h);
-    start_feeding(&h, true);
+    /* Up before the run started: only results from the run on count. */
+    result(&h, true, loop_now_ms() - 10000);
+    result(&h, true, loop_now_ms());
+    tick_result(&h, true, 20);
     assert_int_equal(acttest_op(&h.t, "probe.wait", RB_OP_RUN, 5000, params("up", "400")), 1);
     assert_int_equal(h.t.status, 0);
     assert_true(h.t.ms >= 400);
     assert_true(h.t.ms < 2000);
-    /* Down first, up after 300 ms: the 400 ms hold counts from then. */
-    h.next_ok = false;
-    h.t.tick = flip_up;
-    h.t.tick_arg = &h;
-    h.t.tick_ms = 300;
+    assert_false(h.t.release_hung);
+    /* Down, then up after 300 ms: the 400 ms hold counts from then. */
+    result(&h, false, loop_now_ms());
+    tick_result(&h, true, 300);
     assert_int_equal(acttest_op(&h.t, "probe.wait", RB_OP_RUN, 5000, params("up", "400")), 1);
     assert_int_equal(h.t.status, 0);
     assert_true(h.t.ms >= 700);
     h_done(&h);
 }
 
-static void test_run_times_out_when_it_never_holds(void **state)
+static void test_run_waits_while_it_never_holds(void **state)
 {
     (void)state;
     struct h h;
     h_init(&h);
-    start_feeding(&h, false);
+    result(&h, false, loop_now_ms());
+    tick_result(&h, false, 20);
+    h.t.guard_ms = 600; /* the step's timeout, as the engine would enforce it */
     assert_int_equal(acttest_op(&h.t, "probe.wait", RB_OP_RUN, 600, params("up", "0")), 1);
+    assert_true(h.t.guard_fired);
     assert_int_not_equal(h.t.status, 0);
     h_done(&h);
 }
@@ -206,7 +200,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_check_needs_the_duration),
         cmocka_unit_test(test_run_waits_for_the_hold),
-        cmocka_unit_test(test_run_times_out_when_it_never_holds),
+        cmocka_unit_test(test_run_waits_while_it_never_holds),
     };
     return cmocka_run_group_tests(tests, suite_setup, suite_teardown);
 }

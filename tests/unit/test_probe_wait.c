@@ -119,6 +119,14 @@ static json_t *params(const char *state, const char *for_)
                      (json_int_t)ms);
 }
 
+/* One operation; the params' reference is dropped after it. */
+static int op(struct h *h, enum rb_op o, int64_t timeout_ms, json_t *p)
+{
+    int calls = acttest_op(&h->t, "probe.wait", o, timeout_ms, p);
+    json_decref(p);
+    return calls;
+}
+
 static void test_check_needs_the_duration(void **state)
 {
     (void)state;
@@ -127,33 +135,33 @@ static void test_check_needs_the_duration(void **state)
     int64_t now = loop_now_ms();
     result(&h, true, now - 5000); /* up since 5 s */
     result(&h, true, now);
-    acttest_op(&h.t, "probe.wait", RB_OP_CHECK, 1000, params("up", "3000"));
+    op(&h, RB_OP_CHECK, 1000, params("up", "3000"));
     assert_int_equal(h.t.status, 1);
     assert_non_null(strstr(h.t.detail, "up for"));
     /* Up for 1 s only: a 3 s hold is not there yet. */
     memset(&h.probe.last, 0, sizeof h.probe.last);
     result(&h, true, now - 1000);
     result(&h, true, now);
-    acttest_op(&h.t, "probe.wait", RB_OP_CHECK, 1000, params("up", "3000"));
+    op(&h, RB_OP_CHECK, 1000, params("up", "3000"));
     assert_int_equal(h.t.status, 0);
     /* ... while a check without a duration holds. */
-    acttest_op(&h.t, "probe.wait", RB_OP_CHECK, 1000, params("up", "0"));
+    op(&h, RB_OP_CHECK, 1000, params("up", "0"));
     assert_int_equal(h.t.status, 1);
     /* Down, waiting for up: does not hold; waiting for down: holds. */
     result(&h, false, now - 4000);
     result(&h, false, now);
-    acttest_op(&h.t, "probe.wait", RB_OP_CHECK, 1000, params("up", "0"));
+    op(&h, RB_OP_CHECK, 1000, params("up", "0"));
     assert_int_equal(h.t.status, 0);
-    acttest_op(&h.t, "probe.wait", RB_OP_CHECK, 1000, params("down", "3000"));
+    op(&h, RB_OP_CHECK, 1000, params("down", "3000"));
     assert_int_equal(h.t.status, 1);
     /* A stale result proves nothing. */
     h.probe.last.at_ms = now - 20000;
-    acttest_op(&h.t, "probe.wait", RB_OP_CHECK, 1000, params("down", "0"));
+    op(&h, RB_OP_CHECK, 1000, params("down", "0"));
     assert_int_equal(h.t.status, 0);
     assert_non_null(strstr(h.t.detail, "no recent result"));
     /* No such probe here. */
     h.have_probe = false;
-    acttest_op(&h.t, "probe.wait", RB_OP_CHECK, 1000, params("up", "0"));
+    op(&h, RB_OP_CHECK, 1000, params("up", "0"));
     assert_int_equal(h.t.status, -ENODATA);
     h_done(&h);
 }
@@ -167,7 +175,7 @@ static void test_run_waits_for_the_hold(void **state)
     result(&h, true, loop_now_ms() - 10000);
     result(&h, true, loop_now_ms());
     tick_result(&h, true, 20);
-    assert_int_equal(acttest_op(&h.t, "probe.wait", RB_OP_RUN, 5000, params("up", "400")), 1);
+    assert_int_equal(op(&h, RB_OP_RUN, 5000, params("up", "400")), 1);
     assert_int_equal(h.t.status, 0);
     assert_true(h.t.ms >= 400);
     assert_true(h.t.ms < 2000);
@@ -175,7 +183,7 @@ static void test_run_waits_for_the_hold(void **state)
     /* Down, then up after 300 ms: the 400 ms hold counts from then. */
     result(&h, false, loop_now_ms());
     tick_result(&h, true, 300);
-    assert_int_equal(acttest_op(&h.t, "probe.wait", RB_OP_RUN, 5000, params("up", "400")), 1);
+    assert_int_equal(op(&h, RB_OP_RUN, 5000, params("up", "400")), 1);
     assert_int_equal(h.t.status, 0);
     assert_true(h.t.ms >= 700);
     h_done(&h);
@@ -189,7 +197,7 @@ static void test_run_waits_while_it_never_holds(void **state)
     result(&h, false, loop_now_ms());
     tick_result(&h, false, 20);
     h.t.guard_ms = 600; /* the step's timeout, as the engine would enforce it */
-    assert_int_equal(acttest_op(&h.t, "probe.wait", RB_OP_RUN, 600, params("up", "0")), 1);
+    assert_int_equal(op(&h, RB_OP_RUN, 600, params("up", "0")), 1);
     assert_true(h.t.guard_fired);
     assert_int_not_equal(h.t.status, 0);
     h_done(&h);

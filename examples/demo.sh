@@ -59,7 +59,7 @@ else
 fi
 
 say "after the failover"
-NS "$T" status -c "$LAB_DIR/dc2/triad.yaml" | head -n 4
+NS "$T" status -c "$LAB_DIR/dc2/triad.yaml" | head -n 5
 echo "matrix.lab.test now answers: $(NS dig +short @127.0.9.53 matrix.lab.test A)"
 echo "demo took $((SECONDS - start)) s"
 exit $rc

@@ -29,7 +29,16 @@ static const struct fence_driver *driver_for(enum fence_method m)
 
 static void on_closed(uv_handle_t *h)
 {
-    free(h->data);
+    struct fence_op *op = h->data;
+    if (op->released_cb)
+        op->released_cb(op->released_arg);
+    free(op);
+}
+
+void fence_on_released(struct fence_op *op, void (*cb)(void *arg), void *arg)
+{
+    op->released_cb = cb;
+    op->released_arg = arg;
 }
 
 void fence_op_released(struct fence_op *op)

@@ -56,6 +56,8 @@ struct fence_op {
     int status;
     char detail[FENCE_DETAIL_MAX];
     char step[64]; /* what it is doing now, for the timeout message */
+    void (*released_cb)(void *arg);
+    void *released_arg;
 };
 
 /* Starts fencing (or lifting the fence, unfence=true) with the method in
@@ -70,6 +72,10 @@ int fence_start(uv_loop_t *loop, const struct config *cfg, const struct cfg_fenc
 void fence_cancel(struct fence_op *op);
 /* Abandons it and never calls back (the caller is going away). */
 void fence_forget(struct fence_op *op);
+/* cb(arg) runs once the operation has let go of everything it used (the
+ * HTTP client among them), after its result: its owner may then close
+ * those. The op is freed right after. */
+void fence_on_released(struct fence_op *op, void (*cb)(void *arg), void *arg);
 
 /* Driver API. */
 void fence_op_finish(struct fence_op *op, int status, const char *fmt, ...)

@@ -66,10 +66,12 @@ static const struct cli_cmd commands[] = {
       "Runs in the foreground until SIGTERM or SIGINT: probes every site, keeps\n"
       "the TLS links to the other daemons, takes part in the quorum (ODOWN,\n"
       "epochs, votes, the primary's lease, self-fencing) and serves the control\n"
-      "API on api.socket. SIGHUP checks the configuration again and applies its\n"
-      "log settings. Logs go to standard error, one event per line (logfmt or\n"
-      "JSON). The runbook engine is not built yet: a failover decision is\n"
-      "recorded on a majority, but no step runs.",
+      "API on api.socket; the quorum's leader runs the runbooks. SIGHUP reads\n"
+      "the configuration again: log, failover, approvals, operators, runbooks,\n"
+      "notifications and probes apply without a restart (once no run is in\n"
+      "progress); a change to anything else is refused with the list of the\n"
+      "settings that need a restart, and the running configuration is kept.\n"
+      "Logs go to standard error, one event per line (logfmt or JSON).",
       no_opts, 0, 0, cmd_daemon },
     { "check-config", "", "validate the configuration and its runbooks",
       "Reads the configuration and every runbook it names, checks every value,\n"

@@ -27,6 +27,10 @@ static void print_human(json_t *st)
                json_is_true(json_object_get(lease, "fenced")) ? ", this site is FENCED" : "");
     else if (json_is_true(json_object_get(lease, "fenced")))
         printf("this site is FENCED\n");
+    printf("failover mode: %s%s\n", str(st, "mode"),
+           json_is_true(json_object_get(st, "reload_pending"))
+               ? " (a reloaded configuration waits to be applied)"
+               : "");
     json_t *dec = json_object_get(st, "decision");
     if (json_is_object(dec))
         printf("decision: epoch %lld %s %s -> %s (run %s, leader %s)\n",

@@ -20,6 +20,7 @@
 #include "orchestrator/notify.h"
 #include "orchestrator/peers.h"
 #include "orchestrator/readiness.h"
+#include "orchestrator/reload.h"
 #include "orchestrator/runs.h"
 
 #define TICK_MS         100
@@ -126,9 +127,14 @@ static void io_event(struct quorum *q, const char *name, const char *detail)
     log_emit(lvl, name, *p ? p : NULL, kv, n);
 }
 
+/* A self-fence operation, from its start until it let go of the HTTP
+ * client (the daemon closes that client only after every job is gone). */
 struct fence_job {
     struct daemon *d;
     const char *name;
+    struct fence_op *op;
+    bool done;
+    struct fence_job *next;
 };
 
 static void on_self_fence_done(struct fence_op *op, int status, const char *detail, void *arg)
@@ -136,6 +142,7 @@ static void on_self_fence_done(struct fence_op *op, int status, const char *deta
     (void)op;
     struct fence_job *job = arg;
     struct daemon *d = job->d;
+    job->done = true;
     d->fences_running--;
     if (status == 0)
         d->fences_ok++;
@@ -143,13 +150,34 @@ static void on_self_fence_done(struct fence_op *op, int status, const char *deta
         d->fences_failed++;
     log_ev(status == 0 ? LOG_INFO : LOG_ERROR, status == 0 ? "+fence-verified" : "-fence-failed",
            detail, { "fence", job->name });
+}
+
+static void clients_release(struct daemon *d);
+
+static void on_self_fence_released(void *arg)
+{
+    struct fence_job *job = arg;
+    struct daemon *d = job->d;
+    for (struct fence_job **p = &d->fence_jobs; *p; p = &(*p)->next) {
+        if (*p == job) {
+            *p = job->next;
+            break;
+        }
+    }
     free(job);
+    if (d->stopping)
+        clients_release(d);
 }
 
 /* Runs (or lifts) every fence this site applies to itself. */
 static void run_self_fences(struct daemon *d, bool unfence, const char *why)
 {
     const struct cfg_site *self = &d->cfg.sites[d->self];
+    if (d->stopping) {
+        log_ev(LOG_WARN, unfence ? "-self-fence" : "+self-fence",
+               "the daemon is stopping: no fence started", { "reason", why });
+        return;
+    }
     if (!self->n_self_fence) {
         log_ev(LOG_ERROR, unfence ? "-self-fence" : "+self-fence",
                "no self_fence configured for this site: nothing stops writes here",
@@ -165,16 +193,19 @@ static void run_self_fences(struct daemon *d, bool unfence, const char *why)
         }
         job->d = d;
         job->name = f->name;
-        int r = fence_start(d->uv, &d->cfg, f, unfence, d->http, on_self_fence_done, job, NULL);
+        int r = fence_start(d->uv, &d->cfg, f, unfence, d->http, on_self_fence_done, job, &job->op);
         if (r < 0) {
             log_ev(LOG_ERROR, "-fence-failed",
-                   r == -ENOTSUP ? "this fencing method is not implemented yet or cannot be "
-                                   "lifted"
+                   r == -ENOTSUP ? "this fencing method cannot act on this site by itself "
+                                   "(lease, manual) or cannot be lifted"
                                  : strerror(-r),
                    { "fence", f->name }, { "method", config_fence_method_name(f->method) });
             free(job);
             continue;
         }
+        fence_on_released(job->op, on_self_fence_released, job);
+        job->next = d->fence_jobs;
+        d->fence_jobs = job;
         d->fences_running++;
     }
 }
@@ -245,8 +276,12 @@ static void on_tick(uv_timer_t *t)
         sdnotify("WATCHDOG=1");
         d->next_watchdog_ms = loop_now_ms() + wd / 2;
     }
-    probe_sched_tick(&d->probes);
-    update_views(d);
+    reload_tick(d);
+    /* While a reload replaces the probes, the views stay as they were. */
+    if (d->probes_open) {
+        probe_sched_tick(&d->probes);
+        update_views(d);
+    }
     if (d->runs)
         runs_tick(d->runs);
     if (d->readiness)
@@ -260,6 +295,11 @@ static void component_closed(struct daemon *d)
 {
     if (--d->closing == 0)
         loop_close(&d->loop);
+}
+
+void daemon_component_closed(struct daemon *d)
+{
+    component_closed(d);
 }
 
 static void on_probes_closed(struct probe_sched *s, void *arg)
@@ -289,10 +329,12 @@ static void on_dns_closed(void *arg)
     component_closed(arg);
 }
 
-static void on_runs_closed(void *arg)
+/* The HTTP and DNS clients and the notifier close once their last user
+ * (the runs, every self-fence job) is gone. */
+static void clients_release(struct daemon *d)
 {
-    struct daemon *d = arg;
-    /* Runs are gone: the clients they used can close now. */
+    if (--d->client_users > 0)
+        return;
     if (d->notifier) {
         d->closing++;
         notify_close(d->notifier, on_http_closed, d);
@@ -311,6 +353,11 @@ static void on_runs_closed(void *arg)
     component_closed(d);
 }
 
+static void on_runs_closed(void *arg)
+{
+    clients_release(arg);
+}
+
 static void on_tick_closed(uv_handle_t *h)
 {
     component_closed(h->data);
@@ -326,6 +373,8 @@ static void stop(struct daemon *d)
     if (d->probes_open) {
         d->closing++;
         probe_sched_close(&d->probes, on_probes_closed, d);
+    } else if (reload_applying()) {
+        d->closing++; /* a reload is closing the scheduler: its callback counts */
     }
     if (d->peers) {
         d->closing++;
@@ -341,7 +390,15 @@ static void stop(struct daemon *d)
         readiness_close(d->readiness);
         d->readiness = NULL;
     }
+    /* One count for the runs and one per self-fence job: the clients
+     * close after the last of them (clients_release). */
     d->closing++;
+    d->client_users = 1;
+    for (struct fence_job *j = d->fence_jobs; j; j = j->next) {
+        d->client_users++;
+        if (!j->done)
+            fence_cancel(j->op);
+    }
     if (d->runs) {
         struct runs *r = d->runs;
         d->runs = NULL;
@@ -360,34 +417,30 @@ static void on_stop_signal(struct loop *l, int signum)
     stop(l->data);
 }
 
-/* SIGHUP: the new configuration is checked; only the log settings apply
- * without a restart, so quorum state is never disturbed by a reload. */
+static void stop(struct daemon *d);
+
+/* A new probe scheduler over the (reloaded) configuration's probes. A
+ * daemon that cannot probe stops (its service manager restarts it) rather
+ * than stay in the quorum blind. */
+int daemon_probes_open(struct daemon *d)
+{
+    int r = probe_sched_init(&d->probes, d->uv, &d->cfg, on_probe, d);
+    d->probes_open = true; /* closed by stop() even after a failure */
+    if (r == 0) {
+        probe_sched_start(&d->probes, false);
+        return 0;
+    }
+    log_ev(LOG_ERROR, "probes-failed", strerror(-r));
+    d->exit_code = EXIT_FATAL;
+    stop(d);
+    return r;
+}
+
+/* SIGHUP: see reload.c. */
 static void on_reload(struct loop *l, int signum)
 {
     (void)signum;
-    struct daemon *d = l->data;
-    struct config fresh;
-    struct diag dg;
-    diag_init(&dg);
-    if (config_load(&fresh, d->config_path, NULL, &dg) < 0) {
-        struct buf b;
-        buf_init(&b, 4096);
-        for (size_t i = 0; i < dg.n; i++)
-            buf_printf(&b, "%s%s:%d:%d: %s", i ? "; " : "", dg.items[i].file, dg.items[i].line,
-                       dg.items[i].col, dg.items[i].msg);
-        log_ev(LOG_ERROR, "reload-rejected", b.data ? b.data : "invalid configuration",
-               { "file", d->config_path });
-        buf_free(&b);
-    } else {
-        log_set_level((enum log_level)fresh.log.level);
-        log_set_json(fresh.log.json);
-        log_ev(LOG_INFO, "reload",
-               "configuration is valid; log settings applied (other "
-               "changes take effect at the next restart)",
-               { "file", d->config_path });
-    }
-    config_free(&fresh);
-    diag_free(&dg);
+    reload_request(l->data);
 }
 
 /* ---- start ---- */
@@ -490,8 +543,11 @@ int daemon_run(const char *config_path)
         stop(d);
     uv_run(&uv, UV_RUN_DEFAULT);
     loop_close_all(&uv);
+    if (result == EXIT_OK && d->exit_code != 0)
+        result = d->exit_code; /* stopped by a failure while running */
     log_ev(LOG_INFO, "stop", "triad daemon stopped", { "site", d->cfg.site });
 out_cfg:
+    reload_forget();
     config_free(&d->cfg);
     free(d);
     http_global_cleanup();

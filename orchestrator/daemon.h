@@ -20,6 +20,8 @@ struct notifier;
 struct runs;
 struct readiness;
 
+struct fence_job;
+
 struct daemon {
     const char *config_path;
     struct config cfg;
@@ -45,10 +47,17 @@ struct daemon {
     int exit_code;
     /* Self-fencing in progress: fences started and verified. */
     int fences_running, fences_ok, fences_failed;
+    struct fence_job *fence_jobs; /* until each let go of the HTTP client */
+    int client_users;             /* while stopping: runs + fence jobs left */
 };
 
 /* Runs the daemon until SIGTERM/SIGINT. Returns an exit code (cli.h). */
 int daemon_run(const char *config_path);
+
+/* For reload.c: a new probe scheduler over d->cfg's probes (0 or a
+ * negative errno), and the end of a component's close while stopping. */
+int daemon_probes_open(struct daemon *d);
+void daemon_component_closed(struct daemon *d);
 
 /* The status document of DESIGN.md section 8. */
 json_t *daemon_status(struct daemon *d);

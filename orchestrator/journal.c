@@ -141,7 +141,8 @@ json_t *journal_runs(struct journal *j, int max)
         n++;
     }
     closedir(d);
-    qsort(ents, n, sizeof *ents, by_time);
+    if (n)
+        qsort(ents, n, sizeof *ents, by_time); /* never with NULL: undefined */
     for (size_t i = 0; i < n && (int)i < max; i++)
         json_array_append_new(out, json_string(ents[i].name));
     free(ents);

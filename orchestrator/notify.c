@@ -291,6 +291,11 @@ void notify_close(struct notifier *n, void (*cb)(void *arg), void *arg)
     }
 }
 
+bool notify_busy(const struct notifier *n)
+{
+    return n && (n->queue || n->open);
+}
+
 unsigned long notify_sent(const struct notifier *n)
 {
     return n ? n->sent : 0;

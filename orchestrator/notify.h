@@ -7,6 +7,7 @@
 #ifndef TRIAD_NOTIFY_H
 #define TRIAD_NOTIFY_H
 
+#include <stdbool.h>
 #include <uv.h>
 
 #include "orchestrator/config.h"
@@ -22,6 +23,8 @@ struct notifier *notify_new(uv_loop_t *loop, const struct config *cfg, struct ht
  * on it); severity: info, warning, critical. */
 void notify_send(struct notifier *n, const char *event, const char *severity, const char *text);
 void notify_close(struct notifier *n, void (*cb)(void *arg), void *arg);
+/* Messages are queued or in flight (NULL: not). */
+bool notify_busy(const struct notifier *n);
 /* Counters for metrics. */
 unsigned long notify_sent(const struct notifier *n);
 unsigned long notify_failed(const struct notifier *n);

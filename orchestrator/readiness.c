@@ -215,6 +215,11 @@ bool readiness_ready(const struct readiness *rd)
     return rd && rd->known && rd->ready;
 }
 
+bool readiness_busy(const struct readiness *rd)
+{
+    return rd && rd->rb;
+}
+
 void readiness_close(struct readiness *rd)
 {
     rd->closing = true;

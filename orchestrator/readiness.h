@@ -14,6 +14,8 @@ void readiness_tick(struct readiness *rd);
 /* {"ready": true|false|null, "reasons": [...], "checked_ms_ago"} */
 json_t *readiness_status(const struct readiness *rd);
 bool readiness_ready(const struct readiness *rd);
+/* A round of checks is in progress (NULL: not). */
+bool readiness_busy(const struct readiness *rd);
 void readiness_close(struct readiness *rd);
 
 #endif

@@ -6,6 +6,7 @@
 #include "orchestrator/daemon.h"
 #include "orchestrator/peers.h"
 #include "orchestrator/readiness.h"
+#include "orchestrator/reload.h"
 #include "orchestrator/runs.h"
 
 json_t *daemon_status(struct daemon *d)
@@ -41,7 +42,7 @@ json_t *daemon_status(struct daemon *d)
                              quorum_site_name(q, q->d.decision_leader), "run", q->d.decision_run,
                              "kind", q->d.decision_kind);
     static const char *const roles[] = { "follower", "candidate", "leader" };
-    return json_pack(
+    json_t *st = json_pack(
         "{s:s,s:s,s:s,s:I,s:o,s:s,s:s,s:{s:i,s:i},s:{s:b,s:b,s:b},s:o,s:o,s:o,"
         "s:o,s:I}",
         "cluster", d->cfg.cluster, "site", d->cfg.site, "version", TRIAD_VERSION, "epoch",
@@ -51,4 +52,7 @@ json_t *daemon_status(struct daemon *d)
         q->self_fenced, "decision", decision, "sites", sites, "run",
         d->runs ? runs_status(d->runs) : json_null(), "readiness", readiness_status(d->readiness),
         "uptime_s", (json_int_t)((now - d->started_ms) / 1000));
+    json_object_set_new(st, "mode", json_string(config_mode_name(d->cfg.failover.mode)));
+    json_object_set_new(st, "reload_pending", json_boolean(reload_pending()));
+    return st;
 }

@@ -102,7 +102,7 @@ struct rb_exec *rb_exec_start(struct rb_env *env, const struct rb_step *step, js
         else if (a->run)
             a->run(x);
         else
-            finish(x, -ENOSYS, "this action is not implemented yet");
+            finish(x, -ENOSYS, "this action has no run operation");
         break;
     case RB_OP_READY:
         if (a->ready)

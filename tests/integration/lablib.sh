@@ -1,7 +1,7 @@
 # Helpers for the integration suites that run triad daemons in a lab:
 # source after tap.sh with LAB_DIR and LAB_NETNS set.
 LAB=$PWD/examples/lab/lab.sh
-TRIAD=$PWD/triad
+TRIAD=${TRIAD:-$PWD/triad}
 
 nsx() { ip netns exec "$LAB_NETNS" "$@"; }
 

@@ -18,6 +18,7 @@
 
 #include "orchestrator/config.h"
 #include "orchestrator/config_files.h"
+#include "orchestrator/reload.h"
 #include "runbooks/runbook.h"
 
 #define VALID "tests/fixtures/config/valid.yaml"
@@ -293,6 +294,60 @@ static void test_cert_validity(void **state)
     diag_free(&d);
 }
 
+/* SIGHUP: which changes apply live and which need a restart. */
+static void load_variant(struct config *cfg, const char *from, const char *to)
+{
+    struct diag d;
+    diag_init(&d);
+    /* Both through variant(): relative paths resolve in the same place. */
+    const char *path = from ? variant(from, to) : variant("cluster: test", "cluster: test");
+    if (config_load(cfg, path, &no_files, &d) != 0)
+        dump(&d);
+    assert_int_equal(d.n, 0);
+    diag_free(&d);
+}
+
+static void test_reload_classify(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *from, *to;
+        int restart;
+        const char *restart_keys, *live_keys;
+    } cases[] = {
+        { NULL, NULL, 0, "", "" },
+        { "failover: {target: dc2}", "failover: {target: dc2, mode: automatic}", 0, "",
+          "failover" },
+        { "  - {name: root, unix_user: root}\n", "", 0, "", "operators" },
+        { "probe_defaults: {interval: 500ms,", "probe_defaults: {interval: 1s,", 0, "", "probes" },
+        { "  ttl: 5s", "  ttl: 30s", 1, "dns", "" },
+        { "address: 127.0.2.1:7400", "address: 127.0.2.1:7401", 1, "sites", "" },
+        { "failover: {target: dc2}",
+          "failover: {target: dc2, mode: manual}\nquorum: {size: 3, "
+          "lease_timeout: 9s}",
+          1, "quorum", "failover" },
+    };
+    struct config cur;
+    load_variant(&cur, NULL, NULL);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct config fresh;
+        load_variant(&fresh, cases[i].from, cases[i].to);
+        struct buf restart, live;
+        buf_init(&restart, 1024);
+        buf_init(&live, 1024);
+        int n = reload_classify(&cur, &fresh, &restart, &live);
+        print_message("# case %zu: restart [%s] live [%s]\n", i, restart.data ? restart.data : "",
+                      live.data ? live.data : "");
+        assert_int_equal(n, cases[i].restart);
+        assert_string_equal(restart.data ? restart.data : "", cases[i].restart_keys);
+        assert_string_equal(live.data ? live.data : "", cases[i].live_keys);
+        buf_free(&restart);
+        buf_free(&live);
+        config_free(&fresh);
+    }
+    config_free(&cur);
+}
+
 /* ---- runbooks ---- */
 
 static json_t *valid_ctx(struct config *cfg)
@@ -431,6 +486,7 @@ int main(void)
         cmocka_unit_test(test_quorum_must_be_majority),
         cmocka_unit_test(test_secret_files),
         cmocka_unit_test(test_cert_validity),
+        cmocka_unit_test(test_reload_classify),
         cmocka_unit_test(test_stock_runbook_valid),
         cmocka_unit_test(test_runbook_errors),
         cmocka_unit_test(test_runbook_checked_from_config),

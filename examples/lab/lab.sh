@@ -642,8 +642,11 @@ daemon_running() { [ -n "$(pidfile_pid "$LAB_DIR/$1/triad.pid")" ]; }
 daemons_start() { # SITE...
     local s n out pid rc=0 notyet=0
     [ -x "$TRIAD" ] || { say "no triad binary at $TRIAD (run make)"; return 3; }
-    # An AddressSanitizer build (make asan copies one to ./triad) insists on
-    # its runtime coming first in LD_PRELOAD, before the bind shim.
+    # An AddressSanitizer build (make asan builds build-asan/triad; TRIAD=...)
+    # insists on its runtime coming first in LD_PRELOAD, before the bind shim.
+    # The daemon's children (pg_controldata, pg_rewind...) inherit it: their
+    # own leaks must not change their exit status (LSAN_OPTIONS exitcode=0;
+    # reports still go where ASAN_OPTIONS log_path says).
     local asan
     asan=$(ldd "$TRIAD" 2>/dev/null | awk '/libasan/ {print $3; exit}')
     for s in "$@"; do
@@ -652,7 +655,7 @@ daemons_start() { # SITE...
         : >>"$LAB_DIR/$s/triad.log"
         local before
         before=$(wc -c <"$LAB_DIR/$s/triad.log")
-        out=$(kspawn "$LAB_DIR/$s/triad.log" 1 "$s" "127.0.$n.1" -- env ${asan:+LD_PRELOAD="$asan $LAB_DIR/bindshim.so"} \
+        out=$(kspawn "$LAB_DIR/$s/triad.log" 1 "$s" "127.0.$n.1" -- env ${asan:+LD_PRELOAD="$asan $LAB_DIR/bindshim.so" LSAN_OPTIONS="exitcode=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"} \
             "$TRIAD" daemon -c "$LAB_DIR/$s/triad.yaml")
         local st=$?
         pid=${out%% *}

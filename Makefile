@@ -16,7 +16,7 @@ DEB_PKGS := gcc make pkg-config libuv1-dev libpq-dev libcurl4-openssl-dev \
 	libmicrohttpd-dev libcmocka-dev postgresql-15 postgresql-client-15 \
 	bind9 bind9-dnsutils nginx openssl curl jq nftables iproute2 procps \
 	psmisc python3 python3-psycopg2 python3-yaml clang clang-format cppcheck valgrind \
-	libclang-rt-14-dev spin tmux
+	libclang-rt-14-dev spin tmux groff-base
 
 PKGS := libuv libpq libcurl libcares yaml-0.1 openssl jansson ldns libmicrohttpd
 
@@ -52,7 +52,7 @@ FIXTURE_SRCS := $(wildcard tests/fixtures/*.c)
 FIXTURE_BINS := $(FIXTURE_SRCS:tests/fixtures/%.c=$(BUILD)/fixtures/%)
 
 .PHONY: all deps test unit integration demo lab-up lab-down lint asan \
-	valgrind model clean install uninstall fmt unit-bins bench
+	valgrind model clean install uninstall fmt unit-bins bench man
 
 all: triad
 
@@ -137,15 +137,30 @@ fmt:
 model:
 	@tests/model/run.sh
 
-install: all
+# Manual pages, generated: triad(1) from the CLI's own command table
+# (`triad --man`), triad.yaml(5) from the annotated examples/triad.yaml.
+man: $(BUILD)/man/triad.1 $(BUILD)/man/triad.yaml.5
+
+$(BUILD)/man/triad.1: triad
+	@mkdir -p $(dir $@)
+	@./triad --man >$@
+
+$(BUILD)/man/triad.yaml.5: examples/triad.yaml mk/man-yaml.sh
+	@mkdir -p $(dir $@)
+	@sh mk/man-yaml.sh examples/triad.yaml $(VERSION) >$@
+
+install: all man
 	install -D -m 0755 triad $(DESTDIR)$(PREFIX)/bin/triad
+	install -D -m 0644 $(BUILD)/man/triad.1 $(DESTDIR)$(PREFIX)/share/man/man1/triad.1
+	install -D -m 0644 $(BUILD)/man/triad.yaml.5 $(DESTDIR)$(PREFIX)/share/man/man5/triad.yaml.5
 	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/triad/runbooks
 	for f in runbooks/*.yaml; do [ -e "$$f" ] && \
 		install -m 0644 "$$f" $(DESTDIR)$(PREFIX)/share/triad/runbooks/; done; true
 	install -D -m 0644 examples/triad.yaml $(DESTDIR)$(PREFIX)/share/triad/triad.yaml.example
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/triad
+	rm -f $(DESTDIR)$(PREFIX)/bin/triad $(DESTDIR)$(PREFIX)/share/man/man1/triad.1 \
+		$(DESTDIR)$(PREFIX)/share/man/man5/triad.yaml.5
 	rm -rf $(DESTDIR)$(PREFIX)/share/triad
 
 clean:

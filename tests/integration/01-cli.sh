@@ -53,6 +53,22 @@ $T plan --fsm --json -c examples/triad.yaml >"$tmp/out" 2>&1
 check "plan --fsm --json prints the step state machine" \
     bash -c "jq -e '.initial == \"pending\" and (.states | index(\"awaiting_approval\"))' '$tmp/out' >/dev/null"
 
+# Manual pages: generated, and roff without a warning.
+$T --man >"$tmp/triad.1"
+check "triad --man is a manual page groff reads without a warning" \
+    bash -c "[ -s '$tmp/triad.1' ] && [ -z \"\$(groff -man -Tutf8 -ww -z '$tmp/triad.1' 2>&1)\" ]"
+man_has_all() {
+    local c
+    for c in daemon check-config status probe plan failover switchover approve deny abort ack \
+        console drill report version; do
+        grep -q "^\.SS \"$c" "$tmp/triad.1" || return 1
+    done
+}
+check "... describing every command" man_has_all
+sh mk/man-yaml.sh examples/triad.yaml 0 >"$tmp/triad.yaml.5"
+check "triad.yaml(5) from the reference configuration, without a warning" \
+    bash -c "grep -q 'readiness_interval' '$tmp/triad.yaml.5' && [ -z \"\$(groff -man -Tutf8 -ww -z '$tmp/triad.yaml.5' 2>&1)\" ]"
+
 $T stauts >/dev/null 2>"$tmp/err"
 rc=$?
 check "an unknown command exits 2 with a suggestion" \

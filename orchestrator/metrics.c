@@ -1,4 +1,5 @@
-/* Metrics: probes, sites, quorum, epoch, leader, lease, peer links. */
+/* Metrics: probes, sites, quorum, epoch, leader, lease, peer links, the
+ * newest run, notifications, a waiting reload. */
 #include "orchestrator/metrics.h"
 
 #include <stdio.h>
@@ -7,13 +8,52 @@
 #include "lib/loop.h"
 #include "orchestrator/daemon.h"
 #include "orchestrator/peers.h"
+#include "orchestrator/notify.h"
 #include "orchestrator/readiness.h"
+#include "orchestrator/reload.h"
+#include "orchestrator/runs.h"
 
 /* Label values are names from the configuration (letters, digits, - _ .),
  * so they need no escaping. */
 static void help(struct buf *b, const char *name, const char *type, const char *text)
 {
     buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, type);
+}
+
+/* The newest run this daemon knows of: its state and its steps' states. */
+static void render_run(struct daemon *d, struct buf *b)
+{
+    static const char *const step_states[] = {
+        "pending", "awaiting_approval", "running", "verifying", "done", "failed", "skipped"
+    };
+    json_t *run = d->runs ? runs_status(d->runs) : NULL;
+    help(b, "triad_run_active", "gauge", "1 while a run is in progress (at any site)");
+    buf_printf(b, "triad_run_active %d\n", d->q.run_active);
+    if (json_is_object(run)) {
+        const char *id = json_string_value(json_object_get(run, "id"));
+        const char *rb = json_string_value(json_object_get(run, "runbook"));
+        const char *st = json_string_value(json_object_get(run, "state"));
+        help(b, "triad_run_info", "gauge", "the newest run: its id, runbook and state");
+        buf_printf(b, "triad_run_info{run=\"%s\",runbook=\"%s\",state=\"%s\"} 1\n", id ? id : "",
+                   rb ? rb : "", st ? st : "");
+        int count[sizeof step_states / sizeof step_states[0]] = { 0 }, gates = 0;
+        size_t i;
+        json_t *step;
+        json_array_foreach(json_object_get(run, "steps"), i, step)
+        {
+            const char *ss = json_string_value(json_object_get(step, "state"));
+            for (size_t k = 0; ss && k < sizeof step_states / sizeof step_states[0]; k++)
+                count[k] += !strcmp(ss, step_states[k]);
+            gates += json_is_object(json_object_get(step, "gate"));
+        }
+        help(b, "triad_run_steps", "gauge", "the newest run's steps by state");
+        for (size_t k = 0; k < sizeof step_states / sizeof step_states[0]; k++)
+            buf_printf(b, "triad_run_steps{state=\"%s\"} %d\n", step_states[k], count[k]);
+        help(b, "triad_run_gates_waiting", "gauge",
+             "gates of the newest run waiting for operators");
+        buf_printf(b, "triad_run_gates_waiting %d\n", gates);
+    }
+    json_decref(run);
 }
 
 void metrics_render(struct daemon *d, struct buf *b)
@@ -83,4 +123,16 @@ void metrics_render(struct daemon *d, struct buf *b)
     buf_printf(b, "triad_failover_ready %d\n", readiness_ready(d->readiness));
     help(b, "triad_self_fenced", "gauge", "1 when this site has fenced itself");
     buf_printf(b, "triad_self_fenced %d\n", d->q.self_fenced);
+    help(b, "triad_primary", "gauge", "1 for the site the quorum's decisions make primary");
+    for (int i = 0; i < (int)d->cfg.n_sites; i++)
+        buf_printf(b, "triad_primary{site=\"%s\"} %d\n", d->cfg.sites[i].name, d->q.d.primary == i);
+    render_run(d, b);
+    help(b, "triad_notifications_sent_total", "counter", "notifications delivered");
+    buf_printf(b, "triad_notifications_sent_total %lu\n", notify_sent(d->notifier));
+    help(b, "triad_notifications_failed_total", "counter",
+         "notifications dropped after their last try");
+    buf_printf(b, "triad_notifications_failed_total %lu\n", notify_failed(d->notifier));
+    help(b, "triad_reload_pending", "gauge",
+         "1 when a reloaded configuration waits for the run in progress to end");
+    buf_printf(b, "triad_reload_pending %d\n", reload_pending());
 }

@@ -85,6 +85,23 @@ check "back to the original file (semi-automatic)" wait_for 5 st_is dc2 .mode se
 "$LAB" kill dc1 >/dev/null 2>&1
 check "DC1 killed: a run waits at its first gate" wait_for 20 st_is dc2 .run.state waiting
 R=$(st dc2 .run.id)
+run_metrics() {
+    nsx curl -s --unix-socket "$LAB_DIR/dc2/triad.sock" http://triad/metrics >"$LAB_DIR/metrics.txt" &&
+        grep -q '^triad_run_active 1$' "$LAB_DIR/metrics.txt" &&
+        grep -q '^triad_run_gates_waiting 1$' "$LAB_DIR/metrics.txt" &&
+        grep -q "^triad_run_info{run=\"$R\",runbook=\"dc1-loss\",state=\"waiting\"} 1$" "$LAB_DIR/metrics.txt" &&
+        grep -q '^triad_run_steps{state="awaiting_approval"} 1$' "$LAB_DIR/metrics.txt" &&
+        grep -q '^triad_primary{site="dc2"} 1$' "$LAB_DIR/metrics.txt"
+}
+check "/metrics shows the run, its waiting gate, its steps and the decided primary" run_metrics
+dashboard_metrics_exist() { # every metric the Grafana dashboard queries is exported
+    local m
+    for m in $(jq -r '[.. | .expr? // empty] | .[]' examples/grafana/triad-dashboard.json |
+        grep -o 'triad_[a-z_]*' | sort -u); do
+        grep -q "^$m[{ ]" "$LAB_DIR/metrics.txt" || { echo "missing: $m"; return 1; }
+    done
+}
+check "every metric of examples/grafana/triad-dashboard.json is exported" dashboard_metrics_exist
 sed -i -E 's/^  mode: semi-automatic$/  mode: automatic/' "$CFG"
 hup dc2
 check "a reload during the run waits" logged 'event=reload-waiting .*reason="a run is in progress"'

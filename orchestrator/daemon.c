@@ -137,6 +137,12 @@ struct fence_job {
     struct fence_job *next;
 };
 
+/* A self-fence that failed (its PostgreSQL down at the time, say) is tried
+ * again while the site stays fenced: a server that comes back must not
+ * come back writable. From 2 s, doubling up to 30 s. */
+#define FENCE_RETRY_MIN_MS 2000
+#define FENCE_RETRY_MAX_MS 30000
+
 static void on_self_fence_done(struct fence_op *op, int status, const char *detail, void *arg)
 {
     (void)op;
@@ -148,8 +154,20 @@ static void on_self_fence_done(struct fence_op *op, int status, const char *deta
         d->fences_ok++;
     else
         d->fences_failed++;
+    if (status != 0 && status != -ECANCELED)
+        d->fence_round_failed = true;
     log_ev(status == 0 ? LOG_INFO : LOG_ERROR, status == 0 ? "+fence-verified" : "-fence-failed",
            detail, { "fence", job->name });
+    if (d->fences_running == 0 && !d->fence_round_unfence) {
+        if (d->fence_round_failed) {
+            d->fence_retry_ms = d->fence_retry_ms ? d->fence_retry_ms * 2 : FENCE_RETRY_MIN_MS;
+            if (d->fence_retry_ms > FENCE_RETRY_MAX_MS)
+                d->fence_retry_ms = FENCE_RETRY_MAX_MS;
+            d->next_fence_retry_ms = loop_now_ms() + d->fence_retry_ms;
+        } else {
+            d->fence_retry_ms = 0;
+        }
+    }
 }
 
 static void clients_release(struct daemon *d);
@@ -178,6 +196,8 @@ static void run_self_fences(struct daemon *d, bool unfence, const char *why)
                "the daemon is stopping: no fence started", { "reason", why });
         return;
     }
+    d->fence_round_failed = false;
+    d->fence_round_unfence = unfence;
     if (!self->n_self_fence) {
         log_ev(LOG_ERROR, unfence ? "-self-fence" : "+self-fence",
                "no self_fence configured for this site: nothing stops writes here",
@@ -277,6 +297,12 @@ static void on_tick(uv_timer_t *t)
         d->next_watchdog_ms = loop_now_ms() + wd / 2;
     }
     reload_tick(d);
+    if (d->q.self_fenced && d->fence_round_failed && !d->fence_round_unfence &&
+        d->fences_running == 0 && loop_now_ms() >= d->next_fence_retry_ms) {
+        log_ev(LOG_WARN, "+self-fence", "trying the self-fence again: the last one failed",
+               { "reason", d->q.fence_reason });
+        run_self_fences(d, false, "retrying a self-fence that failed");
+    }
     /* While a reload replaces the probes, the views stay as they were. */
     if (d->probes_open) {
         probe_sched_tick(&d->probes);

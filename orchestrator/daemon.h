@@ -48,7 +48,10 @@ struct daemon {
     /* Self-fencing in progress: fences started and verified. */
     int fences_running, fences_ok, fences_failed;
     struct fence_job *fence_jobs; /* until each let go of the HTTP client */
-    int client_users;             /* while stopping: runs + fence jobs left */
+    bool fence_round_failed;      /* the last self-fence round had a failure */
+    bool fence_round_unfence;     /* ... and it was lifting the fence */
+    int64_t fence_retry_ms, next_fence_retry_ms;
+    int client_users; /* while stopping: runs + fence jobs left */
 };
 
 /* Runs the daemon until SIGTERM/SIGINT. Returns an exit code (cli.h). */

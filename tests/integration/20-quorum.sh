@@ -134,6 +134,18 @@ check "DC3's persisted vote survives its restart ($before -> $after)" test "$bef
 check "DC3 reports the same epoch after restart" wait_for 10 bash -c "
     [ \"\$(ip netns exec $LAB_NETNS $TRIAD status --json -c $LAB_DIR/dc3/triad.yaml | jq -r .epoch)\" -ge \"$(jq '.[0]' <<<"$before")\" ]"
 
+# --- DC1's PostgreSQL down while DC1 fences itself ---
+check "reset" lab_reset
+"$LAB" pg stop dc1 >/dev/null 2>&1
+"$LAB" isolate dc1 >/dev/null 2>&1
+check "DC1 isolated with its PostgreSQL down: its self-fence fails" \
+    wait_for 15 grep -q 'event=-fence-failed fence=dc1-postgres' "$LAB_DIR/dc1/triad.log"
+"$LAB" pg start dc1 >/dev/null 2>&1
+check "PostgreSQL started again: the fence is retried and it comes back read-only" \
+    wait_for 15 bash -c "[ \"\$('$LAB' sql dc1 postgres 'SHOW default_transaction_read_only')\" = on ]"
+check "... the retry is logged" grep -q 'trying the self-fence again' "$LAB_DIR/dc1/triad.log"
+"$LAB" heal >/dev/null 2>&1
+
 # --- a peer with the wrong certificate ---
 S=$LAB_DIR/secrets
 nsx timeout 3 openssl s_client -connect 127.0.3.1:7400 -cert "$S/rogue/dc2.pem" -key "$S/rogue/dc2.key" \

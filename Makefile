@@ -52,7 +52,7 @@ FIXTURE_SRCS := $(wildcard tests/fixtures/*.c)
 FIXTURE_BINS := $(FIXTURE_SRCS:tests/fixtures/%.c=$(BUILD)/fixtures/%)
 
 .PHONY: all deps test unit integration demo lab-up lab-down lint asan \
-	valgrind model clean install uninstall fmt unit-bins bench man
+	valgrind model clean install uninstall fmt unit-bins bench man chaos
 
 all: triad
 
@@ -103,6 +103,13 @@ integration: all unit-bins
 demo: deps
 	@$(MAKE) --no-print-directory all unit-bins
 	@examples/demo.sh
+
+# The chaos campaign: N randomized fault schedules over the lab (each about
+# a minute and a half), invariants checked after each; SEED replays one.
+N ?= 20
+D ?= 45
+chaos: all unit-bins
+	@tests/chaos/campaign.sh -n $(N) -d $(D) $(if $(SEED),-s $(SEED))
 
 # The benchmarks (not part of `make test`): detection time over 20 kills,
 # then 10 automatic dc1-loss drills (RTO and its parts). About 10 minutes.

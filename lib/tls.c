@@ -385,20 +385,9 @@ static void conn_flush_or_fail(struct tls_conn *c)
         conn_fail(c, r, "write to %s failed: %s", c->peer_addr, uv_strerror(r));
 }
 
-/* After a failed handshake OpenSSL has usually queued an alert that tells
- * the peer why; send it if the socket takes it now (uv_try_write refuses
- * while earlier writes are queued), never wait for it. */
 static void flush_alert(struct tls_conn *c)
 {
-    char buf[1024];
-    size_t n = BIO_ctrl_pending(c->wbio);
-    if (n == 0 || n > sizeof buf)
-        return;
-    int got = BIO_read(c->wbio, buf, (int)n);
-    if (got <= 0)
-        return;
-    uv_buf_t b = uv_buf_init(buf, (unsigned)got);
-    (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    tls_util_send_alert(c->wbio, (uv_stream_t *)&c->tcp);
 }
 
 static int conn_write_plain(struct tls_conn *c, const void *p, size_t len)

@@ -130,6 +130,19 @@ void tls_util_ignore_sigpipe(void)
     }
 }
 
+void tls_util_send_alert(BIO *wbio, uv_stream_t *stream)
+{
+    char buf[1024];
+    size_t n = BIO_ctrl_pending(wbio);
+    if (n == 0 || n > sizeof buf)
+        return;
+    int got = BIO_read(wbio, buf, (int)n);
+    if (got <= 0)
+        return;
+    uv_buf_t b = uv_buf_init(buf, (unsigned)got);
+    (void)uv_try_write(stream, &b, 1);
+}
+
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

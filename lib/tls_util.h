@@ -11,6 +11,7 @@
 
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <uv.h>
 
 /* OpenSSL's reason for the oldest queued error into buf, then an empty
  * queue (it is per thread: a stale entry would blame the wrong call).
@@ -41,6 +42,11 @@ int tls_util_no_passphrase(char *buf, int size, int rwflag, void *u);
 /* Writes go to sockets with write(2): a peer that vanishes raises SIGPIPE.
  * Sets it to SIG_IGN if it is still SIG_DFL. */
 void tls_util_ignore_sigpipe(void);
+
+/* After a failed handshake OpenSSL has usually queued an alert in wbio
+ * that tells the peer why; sends it if the socket takes it now
+ * (uv_try_write refuses while earlier writes are queued), never waits. */
+void tls_util_send_alert(BIO *wbio, uv_stream_t *stream);
 
 /* Loads a PEM certificate chain and its unencrypted key into sc and checks
  * that they belong together. 0, or -EINVAL with err saying which file and

@@ -4,8 +4,10 @@
  * checked separately (config_files.c) so --no-file-checks can skip them. */
 #include "orchestrator/config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -847,8 +849,15 @@ static void read_api(struct reader *r, struct ynode *n)
     yread_str(r->d, n, "socket_group", &a->socket_group);
     struct ynode *h = ynode_get(n, "https");
     if (h && !ynode_is_null(h) && yread_expect(r->d, h, YNODE_MAP, "'https'")) {
-        if (yread_hostport(r->d, h, "listen", 7443, &a->https_host, &a->https_port) == 0)
+        int lr = yread_hostport(r->d, h, "listen", 7443, &a->https_host, &a->https_port);
+        unsigned char addr[sizeof(struct in6_addr)];
+        if (lr == 0)
             missing(r, h, "https", "listen");
+        /* The listener resolves nothing: a name would need DNS at start-up. */
+        else if (lr > 0 && inet_pton(AF_INET, a->https_host, addr) != 1 &&
+                 inet_pton(AF_INET6, a->https_host, addr) != 1)
+            yread_error(r->d, ynode_get(h, "listen"),
+                        "'listen' needs a numeric IPv4 or IPv6 address, not '%s'", a->https_host);
         read_file_ref(r, h, "cert_file", CFG_FILE_CERT, &a->https_cert_file);
         read_file_ref(r, h, "key_file", CFG_FILE_SECRET, &a->https_key_file);
         read_file_ref(r, h, "client_ca_file", CFG_FILE_CA, &a->https_client_ca_file);

@@ -332,8 +332,9 @@ static int https_start(struct control *c, char *err, size_t errlen)
     };
     int r = tls_stream_listen(c->d->uv, &o, on_https_client, c, &c->https, why, sizeof why);
     if (r < 0) {
-        snprintf(err, errlen, "cannot serve the HTTPS API on %s:%u: %s", a->https_host,
-                 (unsigned)a->https_port, why);
+        bool v6 = strchr(a->https_host, ':') != NULL;
+        snprintf(err, errlen, "cannot serve the HTTPS API on %s%s%s:%u: %s", v6 ? "[" : "",
+                 a->https_host, v6 ? "]" : "", (unsigned)a->https_port, why);
         return r;
     }
     c->open_parts++;

@@ -440,6 +440,14 @@ static void test_api_https(void **state)
     config_free(&cfg);
     diag_free(&d);
 
+    path = variant("operators:", "api: {https: {listen: \"api.example.com:7443\", "
+                                 "client_ca_file: ops-ca.pem}}\noperators:");
+    diag_init(&d);
+    assert_int_equal(config_load(&cfg, path, &no_files, &d), -1);
+    assert_true(has_error(&d, 0, 0, "'listen' needs a numeric IPv4 or IPv6 address"));
+    config_free(&cfg);
+    diag_free(&d);
+
     path = variant("operators:",
                    "api: {https: {listen: 127.0.2.1, client_ca_file: ops-ca.pem}}\noperators:");
     diag_init(&d);

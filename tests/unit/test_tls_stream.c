@@ -277,6 +277,7 @@ static void next_phase(struct t *t)
 }
 
 struct server_opts {
+    const char *host; /* NULL: 127.0.0.1 */
     int no_client_ca;
     unsigned max_conns, max_handshakes, handshake_timeout_ms, stall_timeout_ms;
     size_t buf_max;
@@ -298,7 +299,7 @@ static void setup_t(struct t *t, const struct server_opts *o)
     };
     assert_int_equal(httpd_open(&t->loop, &hc, &t->h), 0);
     struct tls_stream_opts so = {
-        .host = "127.0.0.1",
+        .host = o->host ? o->host : "127.0.0.1",
         .cert_file = cert("srv.pem"),
         .key_file = cert("srv.key"),
         .client_ca_file = o->no_client_ca ? NULL : cert("a-ca.pem"),
@@ -313,7 +314,8 @@ static void setup_t(struct t *t, const struct server_opts *o)
         fail_msg("tls_stream_listen: %s", err);
     t->port = tls_stream_port(t->ts);
     assert_true(t->port > 0);
-    snprintf(t->resolve, sizeof t->resolve, "srv.test:%d:127.0.0.1", t->port);
+    snprintf(t->resolve, sizeof t->resolve, "srv.test:%d:%s%s%s", t->port, o->host ? "[" : "",
+             o->host ? o->host : "127.0.0.1", o->host ? "]" : "");
     snprintf(t->base, sizeof t->base, "https://srv.test:%d", t->port);
     memcpy(t->dir, "/tmp/triad-tlss-XXXXXX", 23);
     assert_non_null(mkdtemp(t->dir));
@@ -801,6 +803,33 @@ static void test_no_client_ca(void **state)
     assert_int_equal(t.stats.with_cert, 0);
     assert_int_equal(t.stats.refused_cert, 0);
     assert_int_equal(t.stats.opened, 2);
+    teardown_t(&t);
+    assert_int_equal(count_fds(), fds);
+}
+
+/* IPv6: an anonymous client is known as "tls:[ADDR]:PORT". */
+static void test_ipv6(void **state)
+{
+    (void)state;
+    int fds = count_fds();
+    int probe = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_in6 a6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+    int v6 = probe >= 0 && bind(probe, (struct sockaddr *)&a6, sizeof a6) == 0;
+    if (probe >= 0)
+        close(probe);
+    if (!v6)
+        skip();
+    struct t t;
+    struct server_opts so = { .host = "::1" };
+    setup_t(&t, &so);
+    const char *alice[] = { "--cert", cert("alice.pem"), "--key", cert("alice.key"), NULL };
+    curl_go(&t, 0, "/id", NULL);
+    curl_go(&t, 1, "/id", alice);
+    run_t(&t);
+    assert_int_equal(t.cr[0].status, 200);
+    assert_prefix(t.cr[0].body, "tls:[::1]:");
+    assert_int_equal(t.cr[1].status, 200);
+    assert_string_equal(t.cr[1].body, "cn=alice transport=3");
     teardown_t(&t);
     assert_int_equal(count_fds(), fds);
 }
@@ -1338,6 +1367,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_identities),
         cmocka_unit_test(test_no_client_ca),
+        cmocka_unit_test(test_ipv6),
         cmocka_unit_test(test_large_bodies),
         cmocka_unit_test(test_slow_clients),
         cmocka_unit_test(test_handshake_timeout),

@@ -102,6 +102,7 @@ check "a client that does not trust DC2's certificate gets no answer (got '$c')"
 out=$(hcurl dc2 /v1/runs "${ALICE[@]}" -X POST -H 'Content-Type: application/json' \
     -d '{"kind": "switchover", "to": "dc2"}')
 check "alice starts a switchover over HTTPS (202)" test "$(tail -n 1 <<<"$out")" = 202
+[ "$(tail -n 1 <<<"$out")" = 202 ] || diag "$out"
 check "DC2 logs +operator-run by alice" wait_for 5 \
     grep -q 'event=+operator-run .*who=alice' "$LAB_DIR/dc2/triad.log"
 check "the run waits at its gate" wait_for 20 st_is dc2 .run.state waiting
@@ -128,6 +129,7 @@ kill "$BLOCKER" 2>/dev/null
 wait "$BLOCKER" 2>/dev/null
 BLOCKER=
 check "a taken HTTPS port stops the daemon at start-up with exit code 6 (got $rc)" test "$rc" = 6
+[ "$rc" = 6 ] || diag "$(tail -n 5 <<<"$err")"
 check "... saying why" grep -q 'event=api-failed .*cannot serve the HTTPS API on 127.0.3.1:7443: cannot listen on 127.0.3.1:7443: address already in use' <<<"$err"
 sed -i "s|^  https:.*|&\n    cert_file: $S/dc3.pem\n    key_file: $S/dc1.key|" "$LAB_DIR/dc3/triad.yaml"
 err=$(nsx timeout 20 "$TRIAD" daemon -c "$LAB_DIR/dc3/triad.yaml" 2>&1)

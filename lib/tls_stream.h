@@ -39,7 +39,10 @@
  * further input is read and dropped for up to a second so that the last
  * answer is not lost to a reset. When the client ends its side (close_notify
  * or FIN), the plaintext end sees end-of-file after the data before it.
- * Errors on either side close both at once.
+ * When the plaintext side stops taking input (it closed while the client
+ * was still sending, e.g. after answering 413), the rest of the input is
+ * dropped and what it said is still delivered. Other errors on either side
+ * (a reset, a TLS error, a stalled client) close both at once.
  *
  * Writes go to sockets with write(2): tls_stream_listen sets SIGPIPE to
  * SIG_IGN if it is still SIG_DFL. Everything runs on the loop thread.

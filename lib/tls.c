@@ -4,7 +4,6 @@
 #include "lib/tls.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +15,7 @@
 
 #include "lib/frame.h"
 #include "lib/log.h"
+#include "lib/tls_util.h"
 
 #define READ_CHUNK   (64 * 1024)
 #define PLAIN_CHUNK  (16 * 1024)
@@ -110,97 +110,7 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-/* OpenSSL's reason for the oldest queued error, then an empty queue: the
- * queue is per thread and a stale entry would blame the wrong call. */
-static const char *ssl_reason(char *buf, size_t len)
-{
-    unsigned long e = ERR_get_error();
-    const char *r = e ? ERR_reason_error_string(e) : NULL;
-    if (r)
-        snprintf(buf, len, "%s", r);
-    else if (e)
-        ERR_error_string_n(e, buf, len);
-    else
-        snprintf(buf, len, "unknown TLS error");
-    ERR_clear_error();
-    return buf;
-}
-
-static int parse_addr(const char *host, int port, struct sockaddr_storage *ss)
-{
-    memset(ss, 0, sizeof *ss);
-    if (host == NULL || port < 0 || port > 65535)
-        return -EINVAL;
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
-        return 0;
-    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
-        return 0;
-    return -EINVAL;
-}
-
-static void format_addr(const struct sockaddr_storage *ss, char *out, size_t len)
-{
-    char ip[INET6_ADDRSTRLEN] = "?";
-    if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-        uv_ip6_name(a, ip, sizeof ip);
-        snprintf(out, len, "[%s]:%u", ip, (unsigned)ntohs(a->sin6_port));
-    } else {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-        uv_ip4_name(a, ip, sizeof ip);
-        snprintf(out, len, "%s:%u", ip, (unsigned)ntohs(a->sin_port));
-    }
-}
-
-/* Certificate names go into logs: keep printable ASCII only. */
-static void copy_printable(char *out, size_t len, const unsigned char *s, int n)
-{
-    size_t j = 0;
-    for (int i = 0; i < n && j + 1 < len; i++)
-        out[j++] = (s[i] >= 0x20 && s[i] < 0x7f) ? (char)s[i] : '?';
-    out[j] = '\0';
-}
-
-/* The name a certificate is shown and known by: its first subjectAltName
- * DNS entry, else its CN (the same precedence as X509_check_host). */
-static void cert_name(X509 *cert, char *out, size_t len)
-{
-    out[0] = '\0';
-    GENERAL_NAMES *sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-    for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans); i++) {
-        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
-        if (g->type == GEN_DNS) {
-            copy_printable(out, len, ASN1_STRING_get0_data(g->d.dNSName),
-                           ASN1_STRING_length(g->d.dNSName));
-            break;
-        }
-    }
-    GENERAL_NAMES_free(sans);
-    if (out[0])
-        return;
-    X509_NAME *subj = X509_get_subject_name(cert);
-    int i = X509_NAME_get_index_by_NID(subj, NID_commonName, -1);
-    if (i < 0)
-        return;
-    unsigned char *utf8 = NULL;
-    int n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, i)));
-    if (n >= 0)
-        copy_printable(out, len, utf8, n);
-    OPENSSL_free(utf8);
-}
-
 /* ---- the context ---- */
-
-/* A key that needs a passphrase is refused rather than prompted for on the
- * terminal, which would block the loop. */
-static int no_passphrase(char *buf, int size, int rwflag, void *u)
-{
-    (void)buf;
-    (void)size;
-    (void)rwflag;
-    (void)u;
-    return 0;
-}
 
 /* The client's sign that a TLS 1.3 server accepted it (see tls.h). The
  * session itself is not kept: returning 0 leaves it to OpenSSL. */
@@ -229,7 +139,7 @@ static int verify_cb(int ok, X509_STORE_CTX *xs)
             char who[TLS_NAME_MAX] = "";
             X509 *cert = X509_STORE_CTX_get_current_cert(xs);
             if (cert)
-                cert_name(cert, who, sizeof who);
+                tls_util_cert_name(cert, who, sizeof who);
             snprintf(c->verify_reason, sizeof c->verify_reason,
                      "certificate verify failed: %s (certificate '%s', depth %d)",
                      X509_verify_cert_error_string(X509_STORE_CTX_get_error(xs)), who,
@@ -245,7 +155,7 @@ static int verify_cb(int ok, X509_STORE_CTX *xs)
 static int check_peer_name(struct tls_conn *c, X509 *cert, X509_STORE_CTX *xs)
 {
     char shown[TLS_NAME_MAX];
-    cert_name(cert, shown, sizeof shown);
+    tls_util_cert_name(cert, shown, sizeof shown);
     if (c->names == NULL) {
         if (shown[0] == '\0') {
             snprintf(c->verify_reason, sizeof c->verify_reason,
@@ -282,15 +192,6 @@ refuse:
     return 0;
 }
 
-static void ignore_sigpipe(void)
-{
-    struct sigaction sa;
-    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
-        sa.sa_handler = SIG_IGN;
-        sigaction(SIGPIPE, &sa, NULL);
-    }
-}
-
 int tls_ctx_new(struct tls_ctx **out, const char *ca_file, const char *cert_file,
                 const char *key_file, char *err, size_t errlen)
 {
@@ -314,13 +215,14 @@ int tls_ctx_new(struct tls_ctx **out, const char *ca_file, const char *cert_file
         goto out;
     }
     if (!SSL_CTX_set_min_proto_version(sc, TLS1_2_VERSION)) {
-        set_err(err, errlen, "cannot require TLS 1.2: %s", ssl_reason(why, sizeof why));
+        set_err(err, errlen, "cannot require TLS 1.2: %s", tls_util_ssl_reason(why, sizeof why));
         goto out;
     }
     SSL_CTX_set_options(sc, SSL_OP_NO_RENEGOTIATION);
-    SSL_CTX_set_default_passwd_cb(sc, no_passphrase);
+    SSL_CTX_set_default_passwd_cb(sc, tls_util_no_passphrase);
     if (!SSL_CTX_load_verify_file(sc, ca_file)) {
-        set_err(err, errlen, "cannot load CA file %s: %s", ca_file, ssl_reason(why, sizeof why));
+        set_err(err, errlen, "cannot load CA file %s: %s", ca_file,
+                tls_util_ssl_reason(why, sizeof why));
         result = -ENOENT;
         goto out;
     }
@@ -332,28 +234,8 @@ int tls_ctx_new(struct tls_ctx **out, const char *ca_file, const char *cert_file
     }
     SSL_CTX_set_client_CA_list(sc, cas);
     cas = NULL;
-    if (cert_file) {
-        if (!SSL_CTX_use_certificate_chain_file(sc, cert_file)) {
-            set_err(err, errlen, "cannot load certificate file %s: %s", cert_file,
-                    ssl_reason(why, sizeof why));
-            goto out;
-        }
-        if (!SSL_CTX_use_PrivateKey_file(sc, key_file, SSL_FILETYPE_PEM)) {
-            unsigned long e = ERR_peek_last_error();
-            if (ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
-                set_err(err, errlen, "key file %s does not belong to certificate %s", key_file,
-                        cert_file);
-            else
-                set_err(err, errlen, "cannot load key file %s: %s", key_file,
-                        ssl_reason(why, sizeof why));
-            goto out;
-        }
-        if (!SSL_CTX_check_private_key(sc)) {
-            set_err(err, errlen, "key file %s does not belong to certificate %s: %s", key_file,
-                    cert_file, ssl_reason(why, sizeof why));
-            goto out;
-        }
-    }
+    if (cert_file && tls_util_use_cert_key(sc, cert_file, key_file, err, errlen) < 0)
+        goto out;
     SSL_CTX_set_verify(sc, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
     /* Sessions are never resumed; the client-side cache callback only
      * serves to notice the server's ticket, and one ticket is enough. */
@@ -361,7 +243,7 @@ int tls_ctx_new(struct tls_ctx **out, const char *ca_file, const char *cert_file
     SSL_CTX_sess_set_new_cb(sc, on_new_session);
     SSL_CTX_set_num_tickets(sc, 1);
     SSL_CTX_set_session_id_context(sc, (const unsigned char *)"triad", 5);
-    ignore_sigpipe();
+    tls_util_ignore_sigpipe();
     ctx->ssl_ctx = sc;
     *out = ctx;
     ctx = NULL;
@@ -503,20 +385,9 @@ static void conn_flush_or_fail(struct tls_conn *c)
         conn_fail(c, r, "write to %s failed: %s", c->peer_addr, uv_strerror(r));
 }
 
-/* After a failed handshake OpenSSL has usually queued an alert that tells
- * the peer why; send it if the socket takes it now (uv_try_write refuses
- * while earlier writes are queued), never wait for it. */
 static void flush_alert(struct tls_conn *c)
 {
-    char buf[1024];
-    size_t n = BIO_ctrl_pending(c->wbio);
-    if (n == 0 || n > sizeof buf)
-        return;
-    int got = BIO_read(c->wbio, buf, (int)n);
-    if (got <= 0)
-        return;
-    uv_buf_t b = uv_buf_init(buf, (unsigned)got);
-    (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    tls_util_send_alert(c->wbio, (uv_stream_t *)&c->tcp);
 }
 
 static int conn_write_plain(struct tls_conn *c, const void *p, size_t len)
@@ -529,7 +400,7 @@ static int conn_write_plain(struct tls_conn *c, const void *p, size_t len)
         return -ENOBUFS;
     ERR_clear_error();
     if (SSL_write_ex(c->ssl, p, len, &written) != 1 || written != len) {
-        conn_fail(c, -EPROTO, "TLS write failed: %s", ssl_reason(why, sizeof why));
+        conn_fail(c, -EPROTO, "TLS write failed: %s", tls_util_ssl_reason(why, sizeof why));
         return -EPROTO;
     }
     int r = conn_flush(c);
@@ -606,7 +477,7 @@ static void handshake_failed(struct tls_conn *c)
         (ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE ||
          ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED)) {
         long v = SSL_get_verify_result(c->ssl);
-        ssl_reason(why, sizeof why);
+        tls_util_ssl_reason(why, sizeof why);
         flush_alert(c);
         if (v != X509_V_OK)
             conn_fail(c, -EACCES, "certificate verify failed: %s",
@@ -615,7 +486,7 @@ static void handshake_failed(struct tls_conn *c)
             conn_fail(c, -EACCES, "TLS handshake failed: %s", why);
         return;
     }
-    ssl_reason(why, sizeof why);
+    tls_util_ssl_reason(why, sizeof why);
     flush_alert(c);
     conn_fail(c, -EPROTO, "TLS handshake failed: %s", why);
 }
@@ -656,7 +527,7 @@ static void read_records(struct tls_conn *c)
          * resets what SSL_get_error looks at. */
         int e = n > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, n);
         if (e == SSL_ERROR_SSL || e == SSL_ERROR_SYSCALL)
-            ssl_reason(why, sizeof why);
+            tls_util_ssl_reason(why, sizeof why);
         /* Application data also proves the server accepted us. */
         if (c->state == CONN_CONFIRMING && (c->ticket_seen || n > 0)) {
             conn_open(c);
@@ -840,12 +711,12 @@ int tls_connect(uv_loop_t *loop, struct tls_ctx *ctx, const struct tls_connect_o
         set_err(err, errlen, "missing context, options or callbacks");
         return -EINVAL;
     }
-    if (opts->port <= 0 || parse_addr(opts->host, opts->port, &dst) < 0) {
+    if (opts->port <= 0 || tls_util_parse_addr(opts->host, opts->port, &dst) < 0) {
         set_err(err, errlen, "'%s' port %d is not a numeric address and port",
                 opts->host ? opts->host : "(null)", opts->port);
         return -EINVAL;
     }
-    if (opts->bind_host && parse_addr(opts->bind_host, 0, &src) < 0) {
+    if (opts->bind_host && tls_util_parse_addr(opts->bind_host, 0, &src) < 0) {
         set_err(err, errlen, "source address '%s' is not a numeric address", opts->bind_host);
         return -EINVAL;
     }
@@ -866,7 +737,7 @@ int tls_connect(uv_loop_t *loop, struct tls_ctx *ctx, const struct tls_connect_o
         return -ENOMEM;
     }
     c->names = (const char *const *)c->expect;
-    format_addr(&dst, c->peer_addr, sizeof c->peer_addr);
+    tls_util_format_addr(&dst, c->peer_addr, sizeof c->peer_addr);
     c->state = CONN_CONNECTING;
     *out = c;
     /* From here on, failures are the socket's and arrive via on_close. */
@@ -918,7 +789,7 @@ static void on_connection(uv_stream_t *l, int status)
         return;
     }
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &len) == 0)
-        format_addr(&peer, c->peer_addr, sizeof c->peer_addr);
+        tls_util_format_addr(&peer, c->peer_addr, sizeof c->peer_addr);
     if (s->handshaking > s->max_handshakes) {
         conn_fail(c, -EBUSY, "too many TLS handshakes in progress on %s (%u)", s->addr,
                   s->max_handshakes);
@@ -983,7 +854,7 @@ int tls_listen(uv_loop_t *loop, struct tls_ctx *ctx, const struct tls_server_opt
         set_err(err, errlen, "a TLS server needs a certificate and key");
         return -EINVAL;
     }
-    if (parse_addr(opts->host, opts->port, &addr) < 0) {
+    if (tls_util_parse_addr(opts->host, opts->port, &addr) < 0) {
         set_err(err, errlen, "'%s' port %d is not a numeric address and port",
                 opts->host ? opts->host : "(null)", opts->port);
         return -EINVAL;
@@ -1002,7 +873,7 @@ int tls_listen(uv_loop_t *loop, struct tls_ctx *ctx, const struct tls_server_opt
     s->cbs = *cbs;
     s->data = data;
     s->max_handshakes = opts->max_handshakes ? opts->max_handshakes : TLS_MAX_HANDSHAKES_DEFAULT;
-    format_addr(&addr, s->addr, sizeof s->addr);
+    tls_util_format_addr(&addr, s->addr, sizeof s->addr);
     uv_tcp_init(loop, &s->tcp);
     s->tcp.data = s;
     r = uv_tcp_bind(&s->tcp, (const struct sockaddr *)&addr, 0);
@@ -1015,7 +886,7 @@ int tls_listen(uv_loop_t *loop, struct tls_ctx *ctx, const struct tls_server_opt
         return r;
     }
     if (uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&addr, &len) == 0) {
-        format_addr(&addr, s->addr, sizeof s->addr);
+        tls_util_format_addr(&addr, s->addr, sizeof s->addr);
         s->port = ntohs(addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&addr)->sin6_port
                                                    : ((struct sockaddr_in *)&addr)->sin_port);
     }

@@ -4,8 +4,10 @@
  * checked separately (config_files.c) so --no-file-checks can skip them. */
 #include "orchestrator/config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -847,11 +849,24 @@ static void read_api(struct reader *r, struct ynode *n)
     yread_str(r->d, n, "socket_group", &a->socket_group);
     struct ynode *h = ynode_get(n, "https");
     if (h && !ynode_is_null(h) && yread_expect(r->d, h, YNODE_MAP, "'https'")) {
-        if (yread_hostport(r->d, h, "listen", 7443, &a->https_host, &a->https_port) == 0)
+        int lr = yread_hostport(r->d, h, "listen", 7443, &a->https_host, &a->https_port);
+        unsigned char addr[sizeof(struct in6_addr)];
+        if (lr == 0)
             missing(r, h, "https", "listen");
+        /* The listener resolves nothing: a name would need DNS at start-up. */
+        else if (lr > 0 && inet_pton(AF_INET, a->https_host, addr) != 1 &&
+                 inet_pton(AF_INET6, a->https_host, addr) != 1)
+            yread_error(r->d, ynode_get(h, "listen"),
+                        "'listen' needs a numeric IPv4 or IPv6 address, not '%s'", a->https_host);
         read_file_ref(r, h, "cert_file", CFG_FILE_CERT, &a->https_cert_file);
         read_file_ref(r, h, "key_file", CFG_FILE_SECRET, &a->https_key_file);
         read_file_ref(r, h, "client_ca_file", CFG_FILE_CA, &a->https_client_ca_file);
+        if (!a->https_cert_file != !a->https_key_file)
+            yread_error(r->d, h,
+                        "'https': cert_file and key_file go together (with neither, the "
+                        "site's tls certificate and key are used)");
+        else if (a->https_cert_file && !r->opts->no_file_checks)
+            config_check_key_pair(r->d, h, a->https_cert_file, a->https_key_file);
         yread_unknown_keys(r->d, h, hkeys);
     }
     yread_unknown_keys(r->d, n, keys);
@@ -1172,6 +1187,18 @@ static void cross_check(struct reader *r, struct ynode *root)
         diag_add(r->d, ap.file, ap.line, ap.col,
                  "approvals.required is %d but only %zu operator(s) are defined",
                  cfg->approvals.required, cfg->n_operators);
+    }
+    /* Without a client CA the HTTPS listener asks for no certificate, so
+     * an operator known only by one could never be recognised. */
+    if (cfg->api.https_host && !cfg->api.https_client_ca_file) {
+        struct cfg_pos hp = pos_of(ynode_get(ynode_get(root, "api"), "https"));
+        for (size_t i = 0; i < cfg->n_operators; i++) {
+            if (cfg->operators[i].cert_cn)
+                diag_add(r->d, hp.file, hp.line, hp.col,
+                         "operator '%s' is known by cert_cn, but api.https has no "
+                         "client_ca_file: no client certificate is asked for",
+                         cfg->operators[i].name ? cfg->operators[i].name : "?");
+        }
     }
     if (cfg->api.https_host && !cfg->api.https_cert_file) {
         cfg->api.https_cert_file = cfg->tls.cert_file ? strdup(cfg->tls.cert_file) : NULL;

@@ -219,13 +219,18 @@ json_t *config_to_json(const struct config *cfg)
     json_object_set_new(o, "ess", ess_json(cfg));
     json_object_set_new(o, "dns", dns);
     json_object_set_new(o, "notifications", notify);
-    json_object_set_new(o, "api",
-                        json_pack("{s:o,s:o,s:o,s:o}", "socket", str_or_null(cfg->api.socket),
-                                  "socket_mode", json_sprintf("%04o", cfg->api.socket_mode),
-                                  "socket_group", str_or_null(cfg->api.socket_group), "https",
-                                  cfg->api.https_host
-                                      ? hostport(cfg->api.https_host, cfg->api.https_port)
-                                      : json_null()));
+    json_object_set_new(
+        o, "api",
+        json_pack("{s:o,s:o,s:o,s:o}", "socket", str_or_null(cfg->api.socket), "socket_mode",
+                  json_sprintf("%04o", cfg->api.socket_mode), "socket_group",
+                  str_or_null(cfg->api.socket_group), "https",
+                  cfg->api.https_host
+                      ? json_pack("{s:o,s:o,s:o,s:o}", "listen",
+                                  hostport(cfg->api.https_host, cfg->api.https_port), "cert_file",
+                                  str_or_null(cfg->api.https_cert_file), "key_file",
+                                  str_or_null(cfg->api.https_key_file), "client_ca_file",
+                                  str_or_null(cfg->api.https_client_ca_file))
+                      : json_null()));
     json_object_set_new(o, "operators", operators);
     json_object_set_new(o, "log",
                         json_pack("{s:s,s:s}", "level", levels[cfg->log.level], "format",

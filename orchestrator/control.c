@@ -1,4 +1,6 @@
-/* Control API routing on lib/httpd. */
+/* Control API routing on lib/httpd, its Unix socket and its optional HTTPS
+ * listener (lib/tls_stream in front of httpd's external connections), and
+ * who may do what on each. */
 #include "orchestrator/control.h"
 
 #include <errno.h>
@@ -10,6 +12,7 @@
 #include "lib/fsutil.h"
 #include "lib/httpd.h"
 #include "lib/log.h"
+#include "lib/tls_stream.h"
 #include "orchestrator/daemon.h"
 #include "orchestrator/metrics.h"
 #include "orchestrator/runs.h"
@@ -19,6 +22,8 @@
 struct control {
     struct daemon *d;
     struct httpd *server;
+    struct tls_stream_server *https; /* NULL without api.https */
+    int open_parts;                  /* server and https, until their close callbacks */
     void (*closed_cb)(void *arg);
     void *closed_arg;
 };
@@ -232,11 +237,35 @@ static void handle_runs(struct control *c, struct httpd_request *req, const char
     json_decref(body);
 }
 
+/* Over HTTPS a client must be someone before it may even read: a
+ * certificate verified against api.https.client_ca_file ("cn=NAME"), or an
+ * operator's bearer token. /v1/health stays open for load balancers. The
+ * Unix socket needs nothing more: its file mode already says who connects. */
+static bool refused_anonymous(struct control *c, struct httpd_request *req)
+{
+    if (req->peer->transport != HTTPD_EXTERNAL || strcmp(req->path, "/v1/health") == 0)
+        return false;
+    if (req->authorization == NULL && strncmp(req->peer->identity, "cn=", 3) == 0)
+        return false;
+    if (req->authorization && operator_of(c, req))
+        return false;
+    httpd_response_header(req, "WWW-Authenticate",
+                          req->authorization ? "Bearer realm=\"triad\", error=\"invalid_token\""
+                                             : "Bearer realm=\"triad\"");
+    respond_error(req, 401,
+                  req->authorization
+                      ? "unknown bearer token"
+                      : "authenticate with a client certificate or an operator's bearer token");
+    return true;
+}
+
 static void handle(struct httpd_request *req)
 {
     struct control *c = req->server->data;
     const char *path = req->path;
     bool get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
+    if (refused_anonymous(c, req))
+        return;
     if (strcmp(path, "/v1/status") == 0) {
         if (!get) {
             httpd_response_header(req, "Allow", "GET");
@@ -282,6 +311,43 @@ static void handle(struct httpd_request *req)
     respond_error(req, 404, "no such endpoint");
 }
 
+static int on_https_client(struct tls_stream_server *s, int fd, const char *identity)
+{
+    struct control *c = tls_stream_get_data(s);
+    return httpd_add_connection(c->server, fd, identity);
+}
+
+/* The HTTPS listener next to the Unix socket: TLS ends in lib/tls_stream,
+ * which hands each client to the same httpd as an external connection. */
+static int https_start(struct control *c, char *err, size_t errlen)
+{
+    const struct cfg_api *a = &c->d->cfg.api;
+    char why[512];
+    struct tls_stream_opts o = {
+        .host = a->https_host,
+        .port = a->https_port,
+        .cert_file = a->https_cert_file,
+        .key_file = a->https_key_file,
+        .client_ca_file = a->https_client_ca_file,
+        /* API bodies are small (64 KiB at most): 64 KiB a direction keeps
+         * 64 connections within about 10 MiB even when none reads. */
+        .buf_max = 64 * 1024,
+    };
+    int r = tls_stream_listen(c->d->uv, &o, on_https_client, c, &c->https, why, sizeof why);
+    if (r < 0) {
+        bool v6 = strchr(a->https_host, ':') != NULL;
+        snprintf(err, errlen, "cannot serve the HTTPS API on %s%s%s:%u: %s", v6 ? "[" : "",
+                 a->https_host, v6 ? "]" : "", (unsigned)a->https_port, why);
+        return r;
+    }
+    c->open_parts++;
+    log_ev(LOG_INFO, "+api-https", "HTTPS control API listening",
+           { "address", tls_stream_addr(c->https) },
+           { "client_certs", a->https_client_ca_file ? a->https_client_ca_file
+                                                     : "not asked (bearer tokens only)" });
+    return 0;
+}
+
 int control_start(struct control **out, struct daemon *d, char *err, size_t errlen)
 {
     *out = NULL;
@@ -300,6 +366,7 @@ int control_start(struct control **out, struct daemon *d, char *err, size_t errl
         .unix_path = d->cfg.api.socket,
         .unix_mode = d->cfg.api.socket_mode,
         .unix_group = d->cfg.api.socket_group,
+        .external = d->cfg.api.https_host != NULL,
         .handler = handle,
         .data = c,
     };
@@ -310,13 +377,18 @@ int control_start(struct control **out, struct daemon *d, char *err, size_t errl
         free(c);
         return r;
     }
+    c->open_parts = 1;
+    /* From here on the caller closes what is open, even on error. */
     *out = c;
+    if (d->cfg.api.https_host)
+        return https_start(c, err, errlen);
     return 0;
 }
 
-static void on_closed(struct httpd *s)
+static void part_closed(struct control *c)
 {
-    struct control *c = s->data;
+    if (--c->open_parts > 0)
+        return;
     void (*cb)(void *) = c->closed_cb;
     void *arg = c->closed_arg;
     free(c);
@@ -324,9 +396,22 @@ static void on_closed(struct httpd *s)
         cb(arg);
 }
 
+static void on_closed(struct httpd *s)
+{
+    part_closed(s->data);
+}
+
+static void on_https_closed(struct tls_stream_server *s)
+{
+    part_closed(tls_stream_get_data(s));
+}
+
 void control_close(struct control *c, void (*cb)(void *arg), void *arg)
 {
     c->closed_cb = cb;
     c->closed_arg = arg;
+    /* TLS first: its clients' plaintext ends then close inside httpd. */
+    if (c->https)
+        tls_stream_close(c->https, on_https_closed);
     httpd_close(c->server, on_closed);
 }

@@ -488,7 +488,8 @@ static int start(struct daemon *d)
     r = control_start(&d->api, d, err, sizeof err);
     if (r < 0) {
         log_ev(LOG_ERROR, "api-failed", err, { "socket", d->cfg.api.socket });
-        return EXIT_FATAL;
+        /* Unusable certificate files are the configuration's fault. */
+        return r == -EINVAL ? EXIT_CONFIG : EXIT_FATAL;
     }
     probe_sched_start(&d->probes, false);
     uv_timer_start(&d->tick, on_tick, TICK_MS, TICK_MS);

@@ -141,8 +141,9 @@ json_t *journal_runs(struct journal *j, int max)
         n++;
     }
     closedir(d);
-    if (n)
-        qsort(ents, n, sizeof *ents, by_time); /* never with NULL: undefined */
+    /* qsort's array may not be NULL, even for no element (UBSan aborts). */
+    if (n > 0)
+        qsort(ents, n, sizeof *ents, by_time);
     for (size_t i = 0; i < n && (int)i < max; i++)
         json_array_append_new(out, json_string(ents[i].name));
     free(ents);

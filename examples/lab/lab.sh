@@ -346,8 +346,8 @@ mkca() { # DIR CN
 }
 
 secrets_setup() {
-    mkdir -p "$SECRETS/rogue"
-    chmod 0755 "$SECRETS" "$SECRETS/rogue"
+    mkdir -p "$SECRETS/rogue" "$SECRETS/operators"
+    chmod 0755 "$SECRETS" "$SECRETS/rogue" "$SECRETS/operators"
     local n s
     for s in triad replicator synapse; do
         new_secret "$SECRETS/pg-$s.pass" openssl rand -hex 16
@@ -368,6 +368,11 @@ secrets_setup() {
     mkcert "$SECRETS" ingress matrix.lab.test "DNS:matrix.lab.test"
     mkca "$SECRETS/rogue" "rogue CA (not the lab's)"
     mkcert "$SECRETS/rogue" dc2 dc2 "DNS:dc2"
+    # Operators' client certificates for the HTTPS API come from a CA of
+    # their own (api.https.client_ca_file), not the daemons' CA.
+    mkca "$SECRETS/operators" "triad lab operators CA"
+    mkcert "$SECRETS/operators" alice alice "DNS:alice"
+    mkcert "$SECRETS/rogue" alice alice "DNS:alice"
 }
 
 render() { # TEMPLATE OUT KEY=VALUE...: replace @KEY@ by VALUE
@@ -628,7 +633,7 @@ configs_write() {
     for s in "${SITES[@]}"; do
         mkdir -p "$LAB_DIR/$s/state"
         chmod 0700 "$LAB_DIR/$s/state"
-        render "$TPL/triad.yaml.in" "$LAB_DIR/$s/triad.yaml" SITE="$s" LAB_DIR="$LAB_DIR" \
+        render "$TPL/triad.yaml.in" "$LAB_DIR/$s/triad.yaml" SITE="$s" SITE_N="$(num "$s")" LAB_DIR="$LAB_DIR" \
             RUNBOOK_DIR="$REPO/runbooks" LAB_SH="$HERE/lab.sh" HERE="$HERE" LAB_NETNS="$LAB_NETNS"
     done
 }

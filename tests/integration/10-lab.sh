@@ -190,7 +190,10 @@ for s in ("dc1", "dc2", "dc3"):
     for f in files:
         assert os.path.isfile(f), f
     assert c["failover"]["target"] == "dc2"
-    assert [o["unix_user"] for o in c["operators"]] == ["root", "nobody"]
+    assert [o.get("unix_user") for o in c["operators"]] == ["root", "nobody", None]
+    assert [o.get("cert_cn") for o in c["operators"]] == [None, None, "alice"]
+    assert c["api"]["https"]["listen"] == "127.0.%s.1:7443" % s[2:]
+    assert os.path.isfile(c["api"]["https"]["client_ca_file"])
 print("configs ok")
 EOF
 }
@@ -204,13 +207,16 @@ else
 fi
 keys_private() {
     local f bad=0
-    for f in "$S"/*.key "$S"/*.pass "$S"/*.token "$S"/bmc-dc? "$S/tsig.key" "$S"/rogue/*.key; do
+    for f in "$S"/*.key "$S"/*.pass "$S"/*.token "$S"/bmc-dc? "$S/tsig.key" "$S"/rogue/*.key "$S"/operators/*.key; do
         [ "$(stat -c %a "$f")" = 600 ] || { echo "$f is $(stat -c %a "$f")"; bad=1; }
     done
     return $bad
 }
 check "private keys, passwords and tokens are mode 0600" keys_private
 check "dc1 certificate verifies against the lab CA" openssl verify -CAfile "$S/ca.pem" "$S/dc1.pem"
+check "the operator certificate (alice) verifies against the operators CA, not the lab CA" bash -c \
+    "openssl verify -CAfile '$S/operators/ca.pem' '$S/operators/alice.pem' >/dev/null &&
+     ! openssl verify -CAfile '$S/ca.pem' '$S/operators/alice.pem' >/dev/null 2>&1"
 check "dc1 certificate names DNS:dc1" bash -c "openssl x509 -in '$S/dc1.pem' -noout -ext subjectAltName | grep -q 'DNS:dc1'"
 check "k8s and BMC certificates carry their IP SANs" bash -c \
     "openssl x509 -in '$S/k8s-dc2.pem' -noout -ext subjectAltName | grep -q 'IP Address:127.0.2.30' &&

@@ -477,6 +477,48 @@ static void test_runbook_checked_from_config(void **state)
     diag_free(&d);
 }
 
+/* api.https: cert_file and key_file go together; an operator known by
+ * cert_cn needs a client CA to be recognised; defaults and --dump. */
+static void test_api_https(void **state)
+{
+    (void)state;
+    struct config cfg;
+    struct diag d;
+    const char *path = variant("operators:", "api: {https: {listen: 127.0.2.1:7443, cert_file: "
+                                             "api.pem}}\noperators:");
+    diag_init(&d);
+    assert_int_equal(config_load(&cfg, path, &no_files, &d), -1);
+    assert_true(has_error(&d, 0, 0, "cert_file and key_file go together"));
+    assert_true(has_error(&d, 0, 0,
+                          "operator 'bob' is known by cert_cn, but api.https has no "
+                          "client_ca_file"));
+    config_free(&cfg);
+    diag_free(&d);
+
+    path = variant("operators:", "api: {https: {listen: \"api.example.com:7443\", "
+                                 "client_ca_file: ops-ca.pem}}\noperators:");
+    diag_init(&d);
+    assert_int_equal(config_load(&cfg, path, &no_files, &d), -1);
+    assert_true(has_error(&d, 0, 0, "'listen' needs a numeric IPv4 or IPv6 address"));
+    config_free(&cfg);
+    diag_free(&d);
+
+    path = variant("operators:",
+                   "api: {https: {listen: 127.0.2.1, client_ca_file: ops-ca.pem}}\noperators:");
+    diag_init(&d);
+    if (config_load(&cfg, path, &no_files, &d) < 0)
+        dump(&d);
+    assert_int_equal(d.n, 0);
+    assert_string_equal(cfg.api.https_host, "127.0.2.1");
+    assert_int_equal(cfg.api.https_port, 7443);
+    /* Without its own pair, the site's tls certificate serves HTTPS. */
+    assert_non_null(strstr(cfg.api.https_cert_file, "/dc2.pem"));
+    assert_non_null(strstr(cfg.api.https_key_file, "/dc2.key"));
+    assert_non_null(strstr(cfg.api.https_client_ca_file, "/ops-ca.pem"));
+    config_free(&cfg);
+    diag_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -490,6 +532,7 @@ int main(void)
         cmocka_unit_test(test_stock_runbook_valid),
         cmocka_unit_test(test_runbook_errors),
         cmocka_unit_test(test_runbook_checked_from_config),
+        cmocka_unit_test(test_api_https),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

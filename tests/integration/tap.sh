@@ -16,7 +16,12 @@ diag() { printf '%s\n' "$@" | sed 's/^/# /'; }
 check() {
     local desc=$1
     shift
-    if "$@"; then ok "$desc"; else not_ok "$desc"; fi
+    if "$@"; then
+        ok "$desc"
+    else
+        not_ok "$desc"
+        return 1
+    fi
 }
 
 tap_done() {

@@ -99,6 +99,7 @@ static int64_t clock_of(int i)
     return (int64_t)((double)S->t * (1.0 + n->rate)) + n->offset;
 }
 
+static void violation(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void violation(const char *fmt, ...)
 {
     va_list ap;

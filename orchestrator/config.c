@@ -1005,7 +1005,8 @@ static void cross_check(struct reader *r, struct ynode *root)
                 diag_add(r->d, s->pos.file, s->pos.line, s->pos.col,
                          "site '%s': self_fence names unknown fencing method '%s'", s->name,
                          s->self_fence[j]);
-            else if (strcmp(f->site, s->name) != 0)
+            /* A fence without a site was reported where it is defined. */
+            else if (f->site && strcmp(f->site, s->name) != 0)
                 diag_add(r->d, s->pos.file, s->pos.line, s->pos.col,
                          "site '%s': self_fence '%s' fences site '%s', not this site", s->name,
                          f->name, f->site);

@@ -204,6 +204,34 @@ static void test_every_error_reported(void **state)
     }
 }
 
+/* Inputs the fuzzer (tests/fuzz/fuzz_config.c) found crashing the reader;
+ * each is reported as an error now. */
+static void test_fuzz_findings(void **state)
+{
+    (void)state;
+    static const struct bad_case cases[] = {
+        /* A self_fence naming a fence that has no site: strcmp(NULL). */
+        { "{name: dc1-pg, method: postgres, site: dc1, cluster: synapse}",
+          "{name: dc1-pg, method: postgres, cluster: synapse}",
+          "fencing method: missing required key 'site'" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *path = variant(cases[i].from, cases[i].to);
+        struct config cfg;
+        struct diag d;
+        diag_init(&d);
+        int r = config_load(&cfg, path, &no_files, &d);
+        if (r == 0 || !has_error(&d, 0, 0, cases[i].expect)) {
+            fprintf(stderr, "case %zu: expected '%s', got:\n", i, cases[i].expect);
+            dump(&d);
+        }
+        assert_int_equal(r, -1);
+        assert_true(has_error(&d, 0, 0, cases[i].expect));
+        config_free(&cfg);
+        diag_free(&d);
+    }
+}
+
 static void test_quorum_must_be_majority(void **state)
 {
     (void)state;
@@ -428,6 +456,7 @@ int main(void)
         cmocka_unit_test(test_valid_and_defaults),
         cmocka_unit_test(test_acceptance_misspelled_key_and_unknown_site),
         cmocka_unit_test(test_every_error_reported),
+        cmocka_unit_test(test_fuzz_findings),
         cmocka_unit_test(test_quorum_must_be_majority),
         cmocka_unit_test(test_secret_files),
         cmocka_unit_test(test_cert_validity),

@@ -1108,11 +1108,13 @@ static void cross_check(struct reader *r, struct ynode *root)
                     diag_add(r->d, p->pos.file, p->pos.line, p->pos.col,
                              "PostgreSQL cluster '%s' has no member in site '%s'", c->name,
                              p->site);
-                else if (m) {
+                /* A member address or a cluster that did not parse was
+                 * reported where it is written: nothing to copy then. */
+                else if (m && m->host) {
                     p->host = strdup(m->host);
                     p->port = m->port;
                 }
-                if (!p->dbname)
+                if (!p->dbname && c->dbname)
                     p->dbname = strdup(c->dbname);
             }
         }

@@ -214,6 +214,11 @@ static void test_fuzz_findings(void **state)
         { "{name: dc1-pg, method: postgres, site: dc1, cluster: synapse}",
           "{name: dc1-pg, method: postgres, cluster: synapse}",
           "fencing method: missing required key 'site'" },
+        /* A probe's cluster member whose address does not parse, and a
+         * cluster that is not a map: strdup(NULL) of its host or dbname. */
+        { "dc2: 127.0.2.5, dc3", "dc2: \"127.0.2.5:54x2\", dc3", "port must be a number" },
+        { "    synapse:\n      members: {dc1: 127.0.1.5, dc2: 127.0.2.5, dc3: \"127.0.3.5:5432\"}",
+          "    synapse: 5", "a PostgreSQL cluster" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *path = variant(cases[i].from, cases[i].to);

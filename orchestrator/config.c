@@ -1176,7 +1176,15 @@ static void cross_check(struct reader *r, struct ynode *root)
                  "approvals.required is %d but only %zu operator(s) are defined",
                  cfg->approvals.required, cfg->n_operators);
     }
-    if (cfg->api.https_host && !cfg->api.https_cert_file) {
+    /* HTTPS uses the peer certificate unless it has a pair of its own. Half
+     * a pair is refused: the other half must not be silently replaced by (or
+     * paired with) the peer link's. */
+    if (cfg->api.https_host && !cfg->api.https_cert_file != !cfg->api.https_key_file) {
+        struct cfg_pos hp = pos_of(ynode_get(ynode_get(root, "api"), "https"));
+        diag_add(r->d, hp.file, hp.line, hp.col,
+                 "api.https: give both 'cert_file' and 'key_file', or neither (then the "
+                 "peer certificate in 'tls' is used)");
+    } else if (cfg->api.https_host && !cfg->api.https_cert_file) {
         cfg->api.https_cert_file = cfg->tls.cert_file ? strdup(cfg->tls.cert_file) : NULL;
         cfg->api.https_key_file = cfg->tls.key_file ? strdup(cfg->tls.key_file) : NULL;
     }

@@ -219,6 +219,10 @@ static void test_fuzz_findings(void **state)
         { "dc2: 127.0.2.5, dc3", "dc2: \"127.0.2.5:54x2\", dc3", "port must be a number" },
         { "    synapse:\n      members: {dc1: 127.0.1.5, dc2: 127.0.2.5, dc3: \"127.0.3.5:5432\"}",
           "    synapse: 5", "a PostgreSQL cluster" },
+        /* An HTTPS key without its certificate was replaced by the peer
+         * key (and leaked). */
+        { "operators:", "api: {https: {listen: \"127.0.2.1:7443\", key_file: api.key}}\noperators:",
+          "give both 'cert_file' and 'key_file'" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *path = variant(cases[i].from, cases[i].to);

@@ -319,11 +319,14 @@ static json_t *decision_json(const struct quorum *q)
 {
     if (!q->d.decision_epoch)
         return json_null();
-    return json_pack("{s:I,s:s,s:s,s:s,s:s,s:s}", "epoch", (json_int_t)q->d.decision_epoch, "from",
-                     quorum_site_name(q, q->d.decision_from), "to",
+    /* The runbook travels with the decision wherever it goes (heartbeats,
+     * resends, the disk): a peer that learns of a switchover late, or takes
+     * it over, must not fall back to the failover runbook. */
+    return json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:s}", "epoch", (json_int_t)q->d.decision_epoch,
+                     "from", quorum_site_name(q, q->d.decision_from), "to",
                      quorum_site_name(q, q->d.decision_to), "leader",
                      quorum_site_name(q, q->d.decision_leader), "run", q->d.decision_run, "kind",
-                     q->d.decision_kind);
+                     q->d.decision_kind, "runbook", q->d.decision_runbook);
 }
 
 static void send_heartbeats(struct quorum *q, int64_t now)
@@ -814,11 +817,11 @@ static void update_election(struct quorum *q, int64_t now)
         } else if (q->deciding && !q->decided && now >= q->next_heartbeat_ms) {
             /* Resend the decision to those who have not acknowledged it. */
             json_t *m =
-                json_pack("{s:s,s:I,s:s,s:s,s:s,s:s,s:s}", "t", "decision", "epoch",
+                json_pack("{s:s,s:I,s:s,s:s,s:s,s:s,s:s,s:s}", "t", "decision", "epoch",
                           (json_int_t)q->d.decision_epoch, "leader", quorum_site_name(q, q->self),
                           "from", quorum_site_name(q, q->d.decision_from), "to",
                           quorum_site_name(q, q->d.decision_to), "run", q->d.decision_run, "kind",
-                          q->d.decision_kind);
+                          q->d.decision_kind, "runbook", q->d.decision_runbook);
             for (int i = 0; i < q->n; i++) {
                 if (!q->acks[i])
                     send_to(q, i, m);
@@ -874,13 +877,13 @@ json_t *quorum_durable_to_json(const struct quorum *q, const struct quorum_durab
                   "primary", quorum_site_name(q, d->primary), "primary_epoch",
                   (json_int_t)d->primary_epoch, "fenced", d->fenced);
     if (d->decision_epoch)
-        json_object_set_new(j, "decision",
-                            json_pack("{s:I,s:s,s:s,s:s,s:s,s:s}", "epoch",
-                                      (json_int_t)d->decision_epoch, "from",
-                                      quorum_site_name(q, d->decision_from), "to",
-                                      quorum_site_name(q, d->decision_to), "leader",
-                                      quorum_site_name(q, d->decision_leader), "run",
-                                      d->decision_run, "kind", d->decision_kind));
+        json_object_set_new(
+            j, "decision",
+            json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:s}", "epoch", (json_int_t)d->decision_epoch,
+                      "from", quorum_site_name(q, d->decision_from), "to",
+                      quorum_site_name(q, d->decision_to), "leader",
+                      quorum_site_name(q, d->decision_leader), "run", d->decision_run, "kind",
+                      d->decision_kind, "runbook", d->decision_runbook));
     return j;
 }
 

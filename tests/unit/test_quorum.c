@@ -810,6 +810,69 @@ static void test_lease_only_for_primary(void **state)
     config_free(&cfg);
 }
 
+/* Found by tests/fuzz/fuzz_quorum.c: the decision's runbook was dropped by
+ * the durable state, the heartbeats and the leader's resends, so a restart
+ * or a peer that learned of a switchover late went on with the failover
+ * runbook. */
+static void hb_from(struct quorum *q, int from, int64_t now)
+{
+    json_t *hb = json_pack("{s:s,s:s,s:I,s:s,s:I,s:{},s:b,s:n}", "t", "hb", "site",
+                           quorum_site_name(q, from), "epoch", (json_int_t)0, "primary", "dc1",
+                           "primary_epoch", (json_int_t)0, "views", "fenced", 0, "decision");
+    quorum_receive(q, from, hb, now);
+    json_decref(hb);
+}
+
+static void test_decision_keeps_its_runbook(void **state)
+{
+    (void)state;
+    struct quorum q;
+    struct config cfg;
+    one_node(&q, &cfg, "dc3");
+    json_t *dec = json_pack("{s:s,s:I,s:s,s:s,s:s,s:s,s:s,s:s}", "t", "decision", "epoch",
+                            (json_int_t)1, "leader", "dc2", "from", "dc1", "to", "dc2", "run",
+                            "dc2-e1-0001", "kind", "switchover", "runbook", "switchover");
+    quorum_receive(&q, 1, dec, 1100);
+    json_decref(dec);
+    assert_int_equal(q.d.decision_epoch, 1);
+    assert_string_equal(q.d.decision_runbook, "switchover");
+    /* Through the disk. */
+    json_t *j = quorum_durable_to_json(&q, &q.d);
+    struct quorum_durable back;
+    assert_int_equal(quorum_durable_from_json(&cfg, j, &back), 0);
+    json_decref(j);
+    assert_string_equal(back.decision_runbook, "switchover");
+    /* In the heartbeats. */
+    cap_reset();
+    quorum_tick(&q, 5000);
+    json_t *hb = cap_last("hb", 0);
+    assert_non_null(hb);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(hb, "decision"), "runbook")),
+        "switchover");
+    cap_reset();
+    config_free(&cfg);
+
+    /* In the leader's resend to a site that has not acknowledged. */
+    one_node(&q, &cfg, "dc2");
+    hb_from(&q, 0, 1100);
+    hb_from(&q, 2, 1100);
+    assert_int_equal(quorum_request(&q, "switchover", 1, "switchover", 1200), 0);
+    json_t *vote =
+        json_pack("{s:s,s:I,s:b}", "t", "vote", "epoch", (json_int_t)q.d.epoch, "granted", 1);
+    quorum_receive(&q, 2, vote, 1300);
+    json_decref(vote);
+    assert_int_equal(q.role, QROLE_LEADER);
+    cap_reset();
+    hb_from(&q, 0, 2000);
+    hb_from(&q, 2, 2000);
+    json_t *again = cap_last("decision", 0);
+    assert_non_null(again);
+    assert_string_equal(json_string_value(json_object_get(again, "runbook")), "switchover");
+    cap_reset();
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -826,6 +889,7 @@ int main(void)
         cmocka_unit_test(test_one_vote_per_epoch),
         cmocka_unit_test(test_vote_needs_own_sdown_and_disk),
         cmocka_unit_test(test_lease_only_for_primary),
+        cmocka_unit_test(test_decision_keeps_its_runbook),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -373,6 +373,7 @@ static bool accept_decision(struct quorum *q, int64_t epoch, int from, int to, i
 {
     if (epoch <= q->d.decision_epoch || from < 0 || to < 0 || leader < 0)
         return false;
+    struct quorum_durable before = q->d;
     q->d.decision_epoch = epoch;
     q->d.decision_from = from;
     q->d.decision_to = to;
@@ -385,8 +386,12 @@ static bool accept_decision(struct quorum *q, int64_t epoch, int from, int to, i
     q->d.primary_epoch = epoch;
     if (epoch > q->d.epoch)
         q->d.epoch = epoch;
-    if (persist(q) < 0)
+    if (persist(q) < 0) {
+        /* Not on disk, not accepted: the caller must not find it in memory
+         * either (on_decision acknowledges what it holds). */
+        q->d = before;
         return false;
+    }
     if (to == q->self) {
         /* Made primary (again, after a failback): a hard fence from an older
          * decision no longer applies; the lease decides from here on. */

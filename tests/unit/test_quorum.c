@@ -873,6 +873,34 @@ static void test_decision_keeps_its_runbook(void **state)
     config_free(&cfg);
 }
 
+/* Found by tests/fuzz/fuzz_quorum.c: a decision whose persisting failed was
+ * left in memory, and on_decision then acknowledged it as accepted. */
+static void test_unpersisted_decision_not_acked(void **state)
+{
+    (void)state;
+    struct quorum q;
+    struct config cfg;
+    one_node(&q, &cfg, "dc3");
+    CAP.fail_persist = true;
+    json_t *dec = json_pack("{s:s,s:I,s:s,s:s,s:s,s:s,s:s}", "t", "decision", "epoch",
+                            (json_int_t)1, "leader", "dc2", "from", "dc1", "to", "dc2", "run",
+                            "dc2-e1-0001", "kind", "failover");
+    quorum_receive(&q, 1, dec, 1100);
+    json_t *ack = cap_last("decision-ack", 1);
+    assert_non_null(ack);
+    assert_false(json_is_true(json_object_get(ack, "accepted")));
+    assert_int_equal(q.d.decision_epoch, 0);
+    assert_int_equal(q.d.primary, 0);
+    /* Once the disk works again the same decision is accepted. */
+    CAP.fail_persist = false;
+    quorum_receive(&q, 1, dec, 1200);
+    json_decref(dec);
+    assert_true(json_is_true(json_object_get(cap_last("decision-ack", 1), "accepted")));
+    assert_int_equal(q.d.decision_epoch, 1);
+    cap_reset();
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -890,6 +918,7 @@ int main(void)
         cmocka_unit_test(test_vote_needs_own_sdown_and_disk),
         cmocka_unit_test(test_lease_only_for_primary),
         cmocka_unit_test(test_decision_keeps_its_runbook),
+        cmocka_unit_test(test_unpersisted_decision_not_acked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

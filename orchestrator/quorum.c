@@ -740,12 +740,16 @@ static const char *reason_name(enum quorum_reason r)
 static void stand(struct quorum *q, int64_t now, enum quorum_reason reason)
 {
     int down = q->d.primary;
+    struct quorum_durable before = q->d;
     q->reason = reason;
     q->d.epoch++;
     q->d.voted_epoch = q->d.epoch;
     q->d.voted_for = q->self;
     if (persist(q) < 0) {
-        q->d.epoch--;
+        /* All of it back, the vote too: a vote for an epoch above ours
+         * would make the next state written unreadable at restart
+         * (quorum_durable_from_json refuses voted_epoch > epoch). */
+        q->d = before;
         return;
     }
     q->role = QROLE_CANDIDATE;

@@ -901,6 +901,30 @@ static void test_unpersisted_decision_not_acked(void **state)
     config_free(&cfg);
 }
 
+/* Found by tests/fuzz/fuzz_quorum.c: standing for election when the vote
+ * could not be persisted took the epoch back but left the vote for the
+ * next epoch in memory; the next state written was unreadable at restart. */
+static void test_failed_stand_leaves_state_readable(void **state)
+{
+    (void)state;
+    struct quorum q;
+    struct config cfg;
+    one_node(&q, &cfg, "dc3");
+    hb_from(&q, 1, 1100);
+    CAP.fail_persist = true;
+    assert_int_equal(quorum_request(&q, "switchover", 1, "switchover", 1200), 0);
+    assert_int_equal(q.d.epoch, 0);
+    assert_int_equal(q.d.voted_epoch, 0);
+    assert_int_equal(q.d.voted_for, -1);
+    CAP.fail_persist = false;
+    json_t *j = quorum_durable_to_json(&q, &q.d);
+    struct quorum_durable back;
+    assert_int_equal(quorum_durable_from_json(&cfg, j, &back), 0);
+    json_decref(j);
+    cap_reset();
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -919,6 +943,7 @@ int main(void)
         cmocka_unit_test(test_lease_only_for_primary),
         cmocka_unit_test(test_decision_keeps_its_runbook),
         cmocka_unit_test(test_unpersisted_decision_not_acked),
+        cmocka_unit_test(test_failed_stand_leaves_state_readable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

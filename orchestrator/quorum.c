@@ -368,10 +368,21 @@ static void adopt_epoch(struct quorum *q, int64_t epoch)
 }
 
 /* Accept a decision (ours, one sent to us, or one learned late). */
+static bool fits(const char *s, size_t size)
+{
+    return !s || strlen(s) < size;
+}
+
 static bool accept_decision(struct quorum *q, int64_t epoch, int from, int to, int leader,
                             const char *run, const char *kind, const char *runbook, int64_t now)
 {
     if (epoch <= q->d.decision_epoch || from < 0 || to < 0 || leader < 0)
+        return false;
+    /* Whole or not at all: a cut run id names another run (another
+     * journal), and a multibyte character cut in two makes the state
+     * unserialisable - the decision lost at restart, no heartbeat built. */
+    if (!fits(run, sizeof q->d.decision_run) || !fits(kind, sizeof q->d.decision_kind) ||
+        !fits(runbook, sizeof q->d.decision_runbook))
         return false;
     struct quorum_durable before = q->d;
     q->d.decision_epoch = epoch;
@@ -711,7 +722,9 @@ static void start_decision(struct quorum *q, int64_t now)
         return;
     }
     if (q->reason != QREASON_TAKEOVER)
-        snprintf(run, sizeof run, "%s-e%lld-%04x", quorum_site_name(q, q->self),
+        /* At most 12 characters of the site name, so that the id always
+         * fits: a cut id would be the same for the next epoch's run. */
+        snprintf(run, sizeof run, "%.12s-e%lld-%04x", quorum_site_name(q, q->self),
                  (long long)q->d.epoch, (unsigned)(rnd(q) & 0xffff));
     char kind_copy[16], runbook_copy[64];
     snprintf(kind_copy, sizeof kind_copy, "%s", kind);

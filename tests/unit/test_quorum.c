@@ -925,6 +925,58 @@ static void test_failed_stand_leaves_state_readable(void **state)
     config_free(&cfg);
 }
 
+/* Found by tests/fuzz/fuzz_quorum.c: a decision whose run id did not fit
+ * was cut, inside a multibyte character here; the state then failed to
+ * serialise, so the decision was lost on disk and no heartbeat could be
+ * built (the daemon went silent). Such a decision is refused now; and the
+ * run ids a leader makes always fit, whatever the length of its site name. */
+static void test_decision_ids_kept_whole(void **state)
+{
+    (void)state;
+    struct quorum q;
+    struct config cfg;
+    one_node(&q, &cfg, "dc3");
+    char run[64];
+    snprintf(run, sizeof run, "%s\xc3\xa9", "dc2-e1-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"); /* 38 + 2 */
+    json_t *dec =
+        json_pack("{s:s,s:I,s:s,s:s,s:s,s:s,s:s}", "t", "decision", "epoch", (json_int_t)1,
+                  "leader", "dc2", "from", "dc1", "to", "dc2", "run", run, "kind", "failover");
+    assert_non_null(dec);
+    quorum_receive(&q, 1, dec, 1100);
+    json_decref(dec);
+    assert_false(json_is_true(json_object_get(cap_last("decision-ack", 1), "accepted")));
+    assert_int_equal(q.d.decision_epoch, 0);
+    cap_reset();
+    quorum_tick(&q, 5000);
+    assert_non_null(cap_last("hb", 0));
+    cap_reset();
+    config_free(&cfg);
+
+    /* A long site name: the leader's run ids differ from epoch to epoch. */
+    struct diag d;
+    diag_init(&d);
+    struct config_load_opts o = { .no_file_checks = true, .skip_runbooks = true };
+    assert_int_equal(config_load(&cfg, "tests/fixtures/config/valid.yaml", &o, &d), 0);
+    diag_free(&d);
+    const char *longname = "datacenter-two-frankfurt-zone-b-rack-42";
+    free(cfg.sites[1].name);
+    cfg.sites[1].name = strdup(longname);
+    free(cfg.site);
+    cfg.site = strdup(longname);
+    static const struct quorum_io io = { cap_send, cap_persist, NULL, NULL, NULL, NULL, NULL };
+    assert_int_equal(quorum_init(&q, &cfg, &io, NULL, 1000, 1), 0);
+    hb_from(&q, 0, 1100);
+    hb_from(&q, 2, 1100);
+    assert_int_equal(quorum_request(&q, "switchover", 1, "switchover", 1200), 0);
+    json_t *vote = json_pack("{s:s,s:I,s:b}", "t", "vote", "epoch", (json_int_t)1, "granted", 1);
+    quorum_receive(&q, 2, vote, 1300);
+    json_decref(vote);
+    assert_int_equal(q.d.decision_epoch, 1);
+    assert_non_null(strstr(q.d.decision_run, "-e1-"));
+    cap_reset();
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -944,6 +996,7 @@ int main(void)
         cmocka_unit_test(test_decision_keeps_its_runbook),
         cmocka_unit_test(test_unpersisted_decision_not_acked),
         cmocka_unit_test(test_failed_stand_leaves_state_readable),
+        cmocka_unit_test(test_decision_ids_kept_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

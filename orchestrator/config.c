@@ -397,9 +397,12 @@ static void read_probe(struct reader *r, struct ynode *n, const struct probe_def
         yread_str(r->d, n, "site", &p->site);
         return;
     }
-    if (yread_str(r->d, n, "name", &p->name) == 0)
+    /* yread_str reports a value that is not a scalar itself (-1): then
+     * there is nothing to check further. */
+    int rc = yread_str(r->d, n, "name", &p->name);
+    if (rc == 0)
         missing(r, n, "probe", "name");
-    else
+    else if (rc > 0)
         check_name(r, ynode_get(n, "name"), "probe", p->name);
     if (yread_str(r->d, n, "site", &p->site) == 0)
         missing(r, n, "probe", "site");
@@ -427,9 +430,11 @@ static void read_probe(struct reader *r, struct ynode *n, const struct probe_def
         yread_unknown_keys(r->d, n, pg_keys);
         break;
     case PROBE_HTTP: {
-        if (yread_str(r->d, n, "url", &p->url) == 0)
+        int urc = yread_str(r->d, n, "url", &p->url);
+        if (urc == 0)
             missing(r, n, "http probe", "url");
-        else if (strncmp(p->url, "http://", 7) != 0 && strncmp(p->url, "https://", 8) != 0)
+        else if (urc > 0 && strncmp(p->url, "http://", 7) != 0 &&
+                 strncmp(p->url, "https://", 8) != 0)
             yread_error(r->d, ynode_get(n, "url"), "'url' must start with http:// or https://");
         yread_hostport(r->d, n, "connect_to", 0, &p->connect_to_host, &p->connect_to_port);
         if (yread_int(r->d, n, "expect_status", 100, 599, &v) > 0)
@@ -594,9 +599,10 @@ static void read_fence(struct reader *r, struct ynode *n)
     struct cfg_fence *f = &cfg->fences[cfg->n_fences++];
     f->pos = pos_of(n);
     f->timeout_ms = 30000;
-    if (yread_str(r->d, n, "name", &f->name) == 0)
+    int rc = yread_str(r->d, n, "name", &f->name);
+    if (rc == 0)
         missing(r, n, "fencing method", "name");
-    else
+    else if (rc > 0) /* -1: not a scalar, reported */
         check_name(r, ynode_get(n, "name"), "fencing method", f->name);
     int m = -1;
     if (yread_enum(r->d, n, "method", fence_names, &m) == 0)

@@ -223,6 +223,13 @@ static void test_fuzz_findings(void **state)
          * key (and leaked). */
         { "operators:", "api: {https: {listen: \"127.0.2.1:7443\", key_file: api.key}}\noperators:",
           "give both 'cert_file' and 'key_file'" },
+        /* A name or url that is not a scalar (reported) was then used as a
+         * string: check_name(NULL), strncmp(NULL). */
+        { "{name: dns, kind: dns", "{name: [dns], kind: dns", "'name' must be a single value" },
+        { "url: \"https://matrix.lab.test/\", connect_to: \"127.0.1.10:443\"",
+          "url: [a, b], connect_to: \"127.0.1.10:443\"", "'url' must be a single value" },
+        { "{name: dc1-ok, method: manual", "{name: {a: b}, method: manual",
+          "'name' must be a single value" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *path = variant(cases[i].from, cases[i].to);
@@ -439,6 +446,32 @@ static void test_runbook_errors(void **state)
     config_free(&cfg);
 }
 
+/* Found by tests/fuzz/fuzz_runbook.c: a step whose id or action is not a
+ * scalar (reported) was then read as a string (strlen(NULL)). */
+static void test_runbook_fuzz_findings(void **state)
+{
+    (void)state;
+    struct config cfg;
+    json_t *ctx = valid_ctx(&cfg);
+    const char *path = write_tmp("rbf.yaml", "runbook: t\n"
+                                             "steps:\n"
+                                             "  - id:\n"
+                                             "      on_failure: stop\n"
+                                             "    action: wait\n"
+                                             "  - id: b\n"
+                                             "    action: [wait, notify]\n");
+    struct diag d;
+    diag_init(&d);
+    struct runbook *rb = NULL;
+    assert_int_equal(rb_load(path, ctx, &rb, &d), -1);
+    assert_null(rb);
+    assert_true(has_error(&d, 4, 7, "'id' must be a single value"));
+    assert_true(has_error(&d, 7, 13, "'action' must be a single value"));
+    diag_free(&d);
+    json_decref(ctx);
+    config_free(&cfg);
+}
+
 static void test_runbook_checked_from_config(void **state)
 {
     (void)state;
@@ -471,6 +504,7 @@ int main(void)
         cmocka_unit_test(test_cert_validity),
         cmocka_unit_test(test_stock_runbook_valid),
         cmocka_unit_test(test_runbook_errors),
+        cmocka_unit_test(test_runbook_fuzz_findings),
         cmocka_unit_test(test_runbook_checked_from_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

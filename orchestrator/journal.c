@@ -3,11 +3,13 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "lib/buf.h"
 #include "lib/fsutil.h"
@@ -51,10 +53,15 @@ json_t *journal_read(struct journal *j, const char *run)
     }
     json_t *arr = json_array();
     const char *p = b.data ? b.data : "";
-    while (*p && json_array_size(arr) < JOURNAL_MAX_RECORDS) {
-        const char *nl = strchr(p, '\n');
-        size_t n = nl ? (size_t)(nl - p) : strlen(p);
-        /* A torn last line (a crash mid-write) is ignored, nothing else. */
+    const char *end = p + b.len;
+    /* By length, not up to a NUL: after a crash some file systems leave
+     * zeros where the last write was, and the records appended after them
+     * must still be read. */
+    while (p < end && json_array_size(arr) < JOURNAL_MAX_RECORDS) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        /* A torn or damaged line (a crash mid-write) is ignored, nothing
+         * else. */
         json_t *rec = n ? json_loadb(p, n, 0, NULL) : NULL;
         if (json_is_object(rec))
             json_array_append_new(arr, rec);
@@ -77,6 +84,20 @@ int64_t journal_last_seq(struct journal *j, const char *run)
     return seq;
 }
 
+/* Whether the file's last line lacks its newline (a crash mid-write). */
+static bool ends_torn(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    struct stat st;
+    char c = '\n';
+    bool torn =
+        fstat(fd, &st) == 0 && st.st_size > 0 && pread(fd, &c, 1, st.st_size - 1) == 1 && c != '\n';
+    close(fd);
+    return torn;
+}
+
 int64_t journal_append(struct journal *j, const char *run, json_t *record)
 {
     char path[4200];
@@ -96,10 +117,21 @@ int64_t journal_append(struct journal *j, const char *run, json_t *record)
     json_decref(copy);
     if (!text)
         return -ENOMEM;
+    /* A torn last line must stay a line of its own: glued to it, this
+     * record would be lost with it. */
+    size_t torn = ends_torn(path) ? 1 : 0;
     size_t len = strlen(text);
-    text[len] = '\n';
-    r = fsutil_append_sync(path, text, len + 1, 0600);
+    char *line = malloc(torn + len + 1);
+    if (!line) {
+        free(text);
+        return -ENOMEM;
+    }
+    line[0] = '\n';
+    memcpy(line + torn, text, len);
+    line[torn + len] = '\n';
     free(text);
+    r = fsutil_append_sync(path, line, torn + len + 1, 0600);
+    free(line);
     return r < 0 ? r : seq;
 }
 

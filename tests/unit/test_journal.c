@@ -124,12 +124,96 @@ static void test_read_past_zeros(void **state)
     assert_int_equal(journal_last_seq(&f->j, "r3"), 2);
 }
 
+static json_t *records_of(const char *text)
+{
+    json_t *recs = json_array();
+    const char *p = text;
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        json_t *rec = json_loadb(p, n, 0, NULL);
+        assert_non_null(rec);
+        json_array_append_new(recs, rec);
+        p += n + (nl ? 1 : 0);
+    }
+    return recs;
+}
+
+static size_t count(const char *hay, const char *needle)
+{
+    size_t n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p++)
+        n++;
+    return n;
+}
+
+static char *html_of(const char *text)
+{
+    json_t *recs = records_of(text);
+    json_t *rep = report_build(recs, NULL);
+    struct buf b;
+    buf_init(&b, 32u << 20);
+    report_html(rep, &b);
+    json_decref(rep);
+    json_decref(recs);
+    return buf_steal(&b);
+}
+
+/* Found by fuzz_journal: the HTML report printed the runbook, sites,
+ * states, step ids, decisions and probe names from the journal as markup. */
+static void test_html_escapes_journal_values(void **state)
+{
+    (void)state;
+    char *h = html_of("{\"t\":\"run-start\",\"runbook\":\"<script>a()</script>\",\"kind\":\"<i>\","
+                      "\"from\":\"<u>\",\"to\":\"dc2\",\"leader\":\"<s>\",\"ts_ms\":1000}\n"
+                      "{\"t\":\"step\",\"step\":\"<x1>\",\"action\":\"<x2>\",\"to\":\"\\\"><x3>\","
+                      "\"ts_ms\":2000}\n"
+                      "{\"t\":\"approval\",\"step\":\"<x4>\",\"decision\":\"<x5>\",\"who\":\"a\","
+                      "\"ts_ms\":3000}\n"
+                      "{\"t\":\"probe\",\"site\":\"<x6>\",\"probe\":\"<x7>\",\"state\":\"<x8>\","
+                      "\"ts_ms\":4000}\n");
+    assert_null(strstr(h, "<script"));
+    static const char *const tags[] = { "<i>",  "<u>",  "<s>",  "<x1>", "<x2>", "\"><x3>",
+                                        "<x4>", "<x5>", "<x6>", "<x7>", "<x8>" };
+    for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++) {
+        if (strstr(h, tags[i]))
+            fail_msg("%s is in the HTML report as markup", tags[i]);
+    }
+    assert_non_null(strstr(h, "&lt;script&gt;a()&lt;/script&gt;"));
+    free(h);
+}
+
+/* Found by fuzz_journal: the timeline's time axis had a tick per second
+ * (or 10 s) of the run's span, whatever the span: a journal with times far
+ * apart took minutes and hundreds of megabytes (and the span, cast to int,
+ * overflowed). */
+static void test_timeline_ticks_bounded(void **state)
+{
+    (void)state;
+    char *h = html_of("{\"t\":\"run-start\",\"ts_ms\":1000}\n"
+                      "{\"t\":\"step\",\"step\":\"a\",\"to\":\"running\",\"ts_ms\":1000}\n"
+                      "{\"t\":\"step\",\"step\":\"a\",\"to\":\"done\",\"ts_ms\":100001000}\n");
+    assert_true(count(h, "<line ") <= 70);
+    free(h);
+    /* Times at the ends of int64: no overflow (UBSan in make asan). */
+    h = html_of("{\"t\":\"run-start\",\"ts_ms\":9223372036854775807}\n"
+                "{\"t\":\"step\",\"step\":\"a\",\"to\":\"done\",\"waited_ms\":"
+                "9223372036854775807,\"ts_ms\":-9223372036854775807}\n"
+                "{\"t\":\"step\",\"step\":\"b\",\"to\":\"done\",\"waited_ms\":"
+                "9223372036854775807,\"ts_ms\":1}\n"
+                "{\"t\":\"run-end\",\"ts_ms\":9223372036854775807}\n");
+    assert_non_null(strstr(h, "</html>"));
+    free(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_append_and_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_after_torn_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_past_zeros, setup, teardown),
+        cmocka_unit_test(test_html_escapes_journal_values),
+        cmocka_unit_test(test_timeline_ticks_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,7 @@
 #ifndef TRIAD_FUZZUTIL_H
 #define TRIAD_FUZZUTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 

@@ -173,7 +173,8 @@ json_t *journal_runs(struct journal *j, int max)
         n++;
     }
     closedir(d);
-    qsort(ents, n, sizeof *ents, by_time);
+    if (n) /* qsort(NULL, 0) is undefined: no run yet on a new site */
+        qsort(ents, n, sizeof *ents, by_time);
     for (size_t i = 0; i < n && (int)i < max; i++)
         json_array_append_new(out, json_string(ents[i].name));
     free(ents);

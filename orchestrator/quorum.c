@@ -925,9 +925,16 @@ int quorum_durable_from_json(const struct config *cfg, json_t *j, struct quorum_
     d->decision_from = d->decision_to = d->decision_leader = -1;
     if (!json_is_object(j))
         return -1;
+    /* A vote or a decision naming a site the configuration does not have
+     * (one renamed since?), or ids that do not fit, are refused like any
+     * damage: read as "no vote" the daemon could vote twice in an epoch,
+     * and a decision without its sites makes every heartbeat unbuildable. */
+    bool bad = false;
     d->epoch = json_integer_value(json_object_get(j, "epoch"));
     d->voted_epoch = json_integer_value(json_object_get(j, "voted_epoch"));
-    d->voted_for = cfg_site(cfg, json_string_value(json_object_get(j, "voted_for")));
+    json_t *vf = json_object_get(j, "voted_for");
+    d->voted_for = cfg_site(cfg, json_string_value(vf));
+    bad = json_is_string(vf) && d->voted_for < 0;
     d->primary = cfg_site(cfg, json_string_value(json_object_get(j, "primary")));
     d->primary_epoch = json_integer_value(json_object_get(j, "primary_epoch"));
     d->fenced = json_is_true(json_object_get(j, "fenced"));
@@ -937,6 +944,14 @@ int quorum_durable_from_json(const struct config *cfg, json_t *j, struct quorum_
         d->decision_from = cfg_site(cfg, json_string_value(json_object_get(dec, "from")));
         d->decision_to = cfg_site(cfg, json_string_value(json_object_get(dec, "to")));
         d->decision_leader = cfg_site(cfg, json_string_value(json_object_get(dec, "leader")));
+        const char *run = json_string_value(json_object_get(dec, "run"));
+        const char *kind = json_string_value(json_object_get(dec, "kind"));
+        const char *rbk = json_string_value(json_object_get(dec, "runbook"));
+        if (d->decision_epoch &&
+            (d->decision_from < 0 || d->decision_to < 0 || d->decision_leader < 0 ||
+             !fits(run, sizeof d->decision_run) || !fits(kind, sizeof d->decision_kind) ||
+             !fits(rbk, sizeof d->decision_runbook)))
+            bad = true;
         snprintf(d->decision_run, sizeof d->decision_run, "%s",
                  json_is_string(json_object_get(dec, "run"))
                      ? json_string_value(json_object_get(dec, "run"))
@@ -950,7 +965,8 @@ int quorum_durable_from_json(const struct config *cfg, json_t *j, struct quorum_
                      ? json_string_value(json_object_get(dec, "runbook"))
                      : cfg->failover.runbook);
     }
-    if (d->primary < 0 || d->epoch < 0 || d->voted_epoch > d->epoch || d->decision_epoch > d->epoch)
+    if (bad || d->primary < 0 || d->epoch < 0 || d->voted_epoch > d->epoch ||
+        d->decision_epoch > d->epoch)
         return -1;
     return 0;
 }

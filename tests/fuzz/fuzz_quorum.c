@@ -12,6 +12,8 @@
  *   aB bB      run_active / blocked set to B (0 or 1)
  *   pB         persisting fails from now on (1) or works again (0)
  *   R          a restart from what was last persisted
+ *   D{...}     a restart from this state file (state_dir/quorum.json as the
+ *              daemon reads it); if it is refused, a first start
  *   @N         (first line only) this daemon is site N (default 1, dc2)
  *
  * Invariants, checked in the callbacks: the durable state survives a
@@ -232,6 +234,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 'p':
             W.fail_persist = n == 1;
             break;
+        case 'D': {
+            /* What the daemon's load_state does with quorum.json. */
+            json_t *j = json_loadb(line + 1, len - 1, 0, NULL);
+            struct quorum_durable d;
+            bool ok = quorum_durable_from_json(&cfgs[W.self], j, &d) == 0;
+            json_decref(j);
+            if (ok) {
+                FUZZ_CHECK(d.primary >= 0 && d.primary < 3 && d.voted_for >= -1 && d.voted_for < 3,
+                           "a state file accepted with sites out of range");
+                struct quorum_durable back;
+                FUZZ_CHECK(reload(&q, &d, &back) == 0 && durable_equal(&d, &back),
+                           "a state file accepted that does not survive being written back");
+            }
+            FUZZ_CHECK(quorum_init(&q, &cfgs[W.self], &IO, ok ? &d : NULL, now, 3) == 0,
+                       "quorum_init on a state file failed");
+            W.has_disk = ok;
+            if (ok)
+                W.disk = d;
+            W.max_epoch = q.d.epoch;
+            break;
+        }
         case 'R': {
             struct quorum_durable d;
             bool found = W.has_disk && reload(&q, &W.disk, &d) == 0;

@@ -977,6 +977,47 @@ static void test_decision_ids_kept_whole(void **state)
     config_free(&cfg);
 }
 
+/* Found by tests/fuzz/fuzz_quorum.c: a state file whose decision names a
+ * site the configuration does not have (say, renamed since) was accepted
+ * with the site as -1; no heartbeat could then be built, so the daemon went
+ * silent. A vote for an unknown site read as "no vote" (a second vote in
+ * that epoch possible). Both are refused now, like any damaged state. */
+static void test_state_file_with_unknown_sites(void **state)
+{
+    (void)state;
+    struct config cfg;
+    struct diag d;
+    diag_init(&d);
+    struct config_load_opts o = { .no_file_checks = true, .skip_runbooks = true };
+    assert_int_equal(config_load(&cfg, "tests/fixtures/config/valid.yaml", &o, &d), 0);
+    diag_free(&d);
+    static const char *const good =
+        "{\"epoch\":5,\"voted_epoch\":5,\"voted_for\":\"dc2\",\"primary\":\"dc2\","
+        "\"primary_epoch\":5,\"fenced\":false,\"decision\":{\"epoch\":5,\"from\":\"dc1\","
+        "\"to\":\"dc2\",\"leader\":\"dc2\",\"run\":\"dc2-e5-0a0a\",\"kind\":\"failover\"}}";
+    static const char *const bad[] = {
+        "{\"epoch\":5,\"voted_epoch\":5,\"voted_for\":\"dc6\",\"primary\":\"dc1\"}",
+        "{\"epoch\":5,\"primary\":\"dc2\",\"decision\":{\"epoch\":5,\"from\":\"dc6\","
+        "\"to\":\"dc2\",\"leader\":\"dc2\",\"run\":\"r\",\"kind\":\"failover\"}}",
+        "{\"epoch\":5,\"primary\":\"dc2\",\"decision\":{\"epoch\":5,\"from\":\"dc1\","
+        "\"to\":\"dc2\",\"leader\":\"dc2\",\"run\":\"0123456789012345678901234567890123456789\"}}",
+    };
+    struct quorum_durable dur;
+    json_t *j = json_loads(good, 0, NULL);
+    assert_int_equal(quorum_durable_from_json(&cfg, j, &dur), 0);
+    json_decref(j);
+    assert_int_equal(dur.voted_for, 1);
+    assert_int_equal(dur.decision_from, 0);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        j = json_loads(bad[i], 0, NULL);
+        assert_non_null(j);
+        if (quorum_durable_from_json(&cfg, j, &dur) != -1)
+            fail_msg("state file %zu accepted", i);
+        json_decref(j);
+    }
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -997,6 +1038,7 @@ int main(void)
         cmocka_unit_test(test_unpersisted_decision_not_acked),
         cmocka_unit_test(test_failed_stand_leaves_state_readable),
         cmocka_unit_test(test_decision_ids_kept_whole),
+        cmocka_unit_test(test_state_file_with_unknown_sites),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,13 +14,15 @@
 #include "lib/buf.h"
 #include "lib/fsutil.h"
 
+/* Run ids start with the leader's site name, which may contain '.': allowed
+ * here too, but not first (no "..", no hidden file); '/' never. */
 static bool valid_run_id(const char *run)
 {
-    if (!run || !*run || strlen(run) > 63)
+    if (!run || !*run || *run == '.' || strlen(run) > 63)
         return false;
     for (const char *p = run; *p; p++) {
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '-' || *p == '_'))
+              *p == '-' || *p == '_' || *p == '.'))
             return false;
     }
     return true;

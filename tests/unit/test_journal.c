@@ -94,6 +94,10 @@ static void test_append_and_read(void **state)
     /* Ids that could leave the directory are refused. */
     json_t *rec = json_pack("{s:s}", "t", "x");
     assert_int_equal(journal_append(&f->j, "../x", rec), -EINVAL);
+    assert_int_equal(journal_append(&f->j, "..", rec), -EINVAL);
+    assert_int_equal(journal_append(&f->j, ".hidden", rec), -EINVAL);
+    /* A site name may contain '.', and run ids begin with one. */
+    assert_int_equal(journal_append(&f->j, "dc2.fra-e1-0a0a", rec), 1);
     json_decref(rec);
 }
 

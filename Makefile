@@ -52,7 +52,8 @@ FIXTURE_SRCS := $(wildcard tests/fixtures/*.c)
 FIXTURE_BINS := $(FIXTURE_SRCS:tests/fixtures/%.c=$(BUILD)/fixtures/%)
 
 .PHONY: all deps test unit integration demo lab-up lab-down lint asan \
-	valgrind model clean install uninstall fmt unit-bins bench man chaos
+	valgrind model clean install uninstall fmt unit-bins bench man chaos fuzz \
+	fuzz-bins
 
 all: triad
 
@@ -130,6 +131,37 @@ asan:
 	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		tests/run.sh unit
 
+# libFuzzer harnesses (tests/fuzz/fuzz_*.c), built with clang in build-fuzz:
+# the library with ASan+UBSan and coverage hooks, each harness linked with
+# libFuzzer. `make fuzz` runs every harness for FUZZ_SECONDS on a scratch copy
+# of its corpus and fails on any crash, leak or timeout; `make fuzz-NAME`
+# runs one (e.g. `make fuzz-quorum FUZZ_SECONDS=600`). See tests/fuzz/README.md.
+FUZZ_BUILD   := build-fuzz
+FUZZ_SECONDS ?= 30
+FUZZ_SAN     := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
+FUZZ_SRCS    := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_HELPER_SRCS := $(filter-out $(FUZZ_SRCS),$(wildcard tests/fuzz/*.c))
+FUZZ_HELPER_OBJS := $(FUZZ_HELPER_SRCS:%.c=$(BUILD)/obj/%.o)
+FUZZ_BINS    := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+FUZZ_MAKE     = $(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=clang \
+	CFLAGS="-O1 -g -fno-omit-frame-pointer" SAN="$(FUZZ_SAN)"
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_HELPER_OBJS) $(LIBTRIAD)
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ    $<"
+	@$(CC) $(ALL_CFLAGS) -Itests/fuzz -o $@ $< $(FUZZ_HELPER_OBJS) $(LIBTRIAD) \
+		$(ALL_LDFLAGS) -fsanitize=fuzzer $(LIBS)
+
+fuzz-bins: $(FUZZ_BINS)
+
+fuzz:
+	@$(FUZZ_MAKE) fuzz-bins
+	@BUILD=$(FUZZ_BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
+
+fuzz-%:
+	@$(FUZZ_MAKE) $(FUZZ_BUILD)/fuzz/fuzz_$*
+	@BUILD=$(FUZZ_BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh $*
+
 # The unit suites under valgrind: any leak or error fails.
 valgrind: all unit-bins
 	@BUILD=$(BUILD) TRIAD_VALGRIND=1 tests/run.sh unit
@@ -139,7 +171,8 @@ lint:
 
 fmt:
 	@clang-format -i $(SRCS) $(wildcard lib/*.h probes/*.h fencing/*.h runbooks/*.h \
-		runbooks/actions/*.h orchestrator/*.h) $(UNIT_SRCS) $(FIXTURE_SRCS)
+		runbooks/actions/*.h orchestrator/*.h) $(UNIT_SRCS) $(FIXTURE_SRCS) \
+		$(wildcard tests/fuzz/*.c tests/fuzz/*.h)
 
 model:
 	@tests/model/run.sh
@@ -171,9 +204,9 @@ uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/share/triad
 
 clean:
-	rm -rf build build-asan triad
+	rm -rf build build-asan build-fuzz triad
 
 # Test helper objects are not intermediates: keep them between builds.
-.SECONDARY: $(UNIT_HELPER_OBJS)
+.SECONDARY: $(UNIT_HELPER_OBJS) $(FUZZ_HELPER_OBJS)
 
--include $(LIB_OBJS:.o=.d) $(MAIN_OBJ:.o=.d) $(UNIT_HELPER_OBJS:.o=.d)
+-include $(LIB_OBJS:.o=.d) $(MAIN_OBJ:.o=.d) $(UNIT_HELPER_OBJS:.o=.d) $(FUZZ_HELPER_OBJS:.o=.d)

@@ -46,14 +46,12 @@ struct k8s_client {
     char err[K8S_DETAIL_MAX];
 };
 
-enum shape { SHAPE_OBJECT, SHAPE_SCALE, SHAPE_LIST, SHAPE_RAW };
-
 struct k8s_request {
     struct http_request *http;
     k8s_done_cb cb;
     void *arg;
     enum k8s_kind kind;
-    enum shape shape;
+    enum k8s_shape shape;
     char what[K8S_NAME_MAX + 128]; /* "GET statefulsets ess/x", for details */
 };
 
@@ -685,91 +683,102 @@ static void text_excerpt(const char *body, size_t len, char *out, size_t max)
     out[k] = '\0';
 }
 
+void k8s_response_parse(struct k8s_response *p, enum k8s_shape shape, enum k8s_kind kind,
+                        const char *what, long http_status, const char *body, size_t len)
+{
+    struct k8s_result *out = &p->result;
+    memset(p, 0, sizeof *p);
+    out->reason = "";
+    out->detail = p->detail;
+    out->http_status = http_status;
+    if (len)
+        p->body = json_loadb(body, len, 0, NULL);
+    out->body = p->body;
+    if (http_status < 200 || http_status > 299) {
+        const char *reason = jstr(p->body, "reason", NULL);
+        const char *msg = jstr(p->body, "message", NULL);
+        char excerpt[128];
+        if (!msg) {
+            text_excerpt(body, len, excerpt, sizeof excerpt);
+            msg = excerpt[0] ? excerpt : "no message";
+        }
+        out->reason = reason ? reason : "";
+        out->status = map_status(http_status, reason);
+        fmtbuf(p->detail, sizeof p->detail, "%s: %s (HTTP %ld)", what, msg, http_status);
+        return;
+    }
+    if (shape != K8S_SHAPE_RAW && !json_is_object(p->body)) {
+        out->status = -EBADMSG;
+        fmtbuf(p->detail, sizeof p->detail, "%s: HTTP %ld but the response is not a JSON object",
+               what, http_status);
+        return;
+    }
+    fmtbuf(p->detail, sizeof p->detail, "%s: HTTP %ld", what, http_status);
+    switch (shape) {
+    case K8S_SHAPE_OBJECT:
+    case K8S_SHAPE_SCALE:
+        if (parse_object(p->body, kind, shape == K8S_SHAPE_SCALE, &p->one) < 0) {
+            out->status = -EBADMSG;
+            fmtbuf(p->detail, sizeof p->detail, "%s: the response has no metadata.name", what);
+            break;
+        }
+        out->objects = &p->one;
+        out->n_objects = 1;
+        break;
+    case K8S_SHAPE_LIST: {
+        json_t *items = json_object_get(p->body, "items");
+        size_t n = json_array_size(items);
+        if (!json_is_array(items) && !json_is_null(items) && items) {
+            out->status = -EBADMSG;
+            fmtbuf(p->detail, sizeof p->detail, "%s: 'items' is not a list", what);
+            break;
+        }
+        if (n && !(p->many = calloc(n, sizeof *p->many))) {
+            out->status = -ENOMEM;
+            fmtbuf(p->detail, sizeof p->detail, "%s: out of memory", what);
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (parse_object(json_array_get(items, i), kind, false, &p->many[i]) < 0) {
+                out->status = -EBADMSG;
+                fmtbuf(p->detail, sizeof p->detail, "%s: item %zu has no metadata.name", what, i);
+                break;
+            }
+        }
+        if (out->status == 0) {
+            out->objects = p->many;
+            out->n_objects = n;
+        }
+        break;
+    }
+    case K8S_SHAPE_RAW:
+        break;
+    }
+}
+
+void k8s_response_free(struct k8s_response *p)
+{
+    json_decref(p->body);
+    free(p->many);
+    memset(p, 0, sizeof *p);
+}
+
 static void on_http(struct http_request *hr, const struct http_response *res, void *arg)
 {
     (void)hr;
     struct k8s_request *r = arg;
-    struct k8s_result out;
-    struct k8s_object one;
-    struct k8s_object *many = NULL;
-    char detail[K8S_DETAIL_MAX];
-    json_t *body = NULL;
-    memset(&out, 0, sizeof out);
-    out.reason = "";
+    struct k8s_response p;
     if (res->result < 0 && res->result != -EREMOTEIO) {
-        out.status = res->result;
-        fmtbuf(detail, sizeof detail, "%s: %s", r->what, res->detail);
-        goto deliver;
+        memset(&p, 0, sizeof p);
+        p.result.status = res->result;
+        p.result.reason = "";
+        p.result.detail = p.detail;
+        fmtbuf(p.detail, sizeof p.detail, "%s: %s", r->what, res->detail);
+    } else {
+        k8s_response_parse(&p, r->shape, r->kind, r->what, res->status, res->body, res->body_len);
     }
-    out.http_status = res->status;
-    if (res->body_len)
-        body = json_loadb(res->body, res->body_len, 0, NULL);
-    out.body = body;
-    if (res->status < 200 || res->status > 299) {
-        const char *reason = jstr(body, "reason", NULL);
-        const char *msg = jstr(body, "message", NULL);
-        char excerpt[128];
-        if (!msg) {
-            text_excerpt(res->body, res->body_len, excerpt, sizeof excerpt);
-            msg = excerpt[0] ? excerpt : "no message";
-        }
-        out.reason = reason ? reason : "";
-        out.status = map_status(res->status, reason);
-        fmtbuf(detail, sizeof detail, "%s: %s (HTTP %ld)", r->what, msg, res->status);
-        goto deliver;
-    }
-    if (r->shape != SHAPE_RAW && !json_is_object(body)) {
-        out.status = -EBADMSG;
-        fmtbuf(detail, sizeof detail, "%s: HTTP %ld but the response is not a JSON object", r->what,
-               res->status);
-        goto deliver;
-    }
-    fmtbuf(detail, sizeof detail, "%s: HTTP %ld", r->what, res->status);
-    switch (r->shape) {
-    case SHAPE_OBJECT:
-    case SHAPE_SCALE:
-        if (parse_object(body, r->kind, r->shape == SHAPE_SCALE, &one) < 0) {
-            out.status = -EBADMSG;
-            fmtbuf(detail, sizeof detail, "%s: the response has no metadata.name", r->what);
-            break;
-        }
-        out.objects = &one;
-        out.n_objects = 1;
-        break;
-    case SHAPE_LIST: {
-        json_t *items = json_object_get(body, "items");
-        size_t n = json_array_size(items);
-        if (!json_is_array(items) && !json_is_null(items) && items) {
-            out.status = -EBADMSG;
-            fmtbuf(detail, sizeof detail, "%s: 'items' is not a list", r->what);
-            break;
-        }
-        if (n && !(many = calloc(n, sizeof *many))) {
-            out.status = -ENOMEM;
-            fmtbuf(detail, sizeof detail, "%s: out of memory", r->what);
-            break;
-        }
-        for (size_t i = 0; i < n; i++) {
-            if (parse_object(json_array_get(items, i), r->kind, false, &many[i]) < 0) {
-                out.status = -EBADMSG;
-                fmtbuf(detail, sizeof detail, "%s: item %zu has no metadata.name", r->what, i);
-                break;
-            }
-        }
-        if (out.status == 0) {
-            out.objects = many;
-            out.n_objects = n;
-        }
-        break;
-    }
-    case SHAPE_RAW:
-        break;
-    }
-deliver:
-    out.detail = detail;
-    r->cb(r, &out, r->arg);
-    json_decref(body);
-    free(many);
+    r->cb(r, &p.result, r->arg);
+    k8s_response_free(&p);
     free(r);
 }
 
@@ -791,7 +800,7 @@ static void percent_encode(struct buf *b, const char *s)
 }
 
 static int start(struct k8s_client *c, const char *method, const char *path, json_t *body,
-                 const char *ctype, enum shape shape, enum k8s_kind kind, const char *what,
+                 const char *ctype, enum k8s_shape shape, enum k8s_kind kind, const char *what,
                  k8s_done_cb cb, void *arg, struct k8s_request **out)
 {
     int result = 0;
@@ -908,7 +917,7 @@ int k8s_get(struct k8s_client *c, enum k8s_kind kind, const char *ns, const char
     if (rc < 0)
         return rc;
     snprintf(what, sizeof what, "GET %s %s/%s", k8s_kind_resource(kind), ns, name);
-    return start(c, "GET", path, NULL, NULL, SHAPE_OBJECT, kind, what, cb, arg, out);
+    return start(c, "GET", path, NULL, NULL, K8S_SHAPE_OBJECT, kind, what, cb, arg, out);
 }
 
 int k8s_list(struct k8s_client *c, enum k8s_kind kind, const char *ns, const char *selector,
@@ -929,8 +938,9 @@ int k8s_list(struct k8s_client *c, enum k8s_kind kind, const char *ns, const cha
     }
     snprintf(what, sizeof what, "LIST %s in %s%s%.*s", k8s_kind_resource(kind), ns,
              selector ? " with " : "", 160, selector ? selector : "");
-    rc = p.truncated ? -EINVAL
-                     : start(c, "GET", p.data, NULL, NULL, SHAPE_LIST, kind, what, cb, arg, out);
+    rc = p.truncated
+             ? -EINVAL
+             : start(c, "GET", p.data, NULL, NULL, K8S_SHAPE_LIST, kind, what, cb, arg, out);
     buf_free(&p);
     return rc;
 }
@@ -945,7 +955,7 @@ int k8s_get_scale(struct k8s_client *c, enum k8s_kind kind, const char *ns, cons
     if (rc < 0)
         return rc;
     snprintf(what, sizeof what, "GET %s %s/%s/scale", k8s_kind_resource(kind), ns, name);
-    return start(c, "GET", path, NULL, NULL, SHAPE_SCALE, kind, what, cb, arg, out);
+    return start(c, "GET", path, NULL, NULL, K8S_SHAPE_SCALE, kind, what, cb, arg, out);
 }
 
 int k8s_set_scale(struct k8s_client *c, enum k8s_kind kind, const char *ns, const char *name,
@@ -964,8 +974,8 @@ int k8s_set_scale(struct k8s_client *c, enum k8s_kind kind, const char *ns, cons
     json_t *body = json_pack("{s:{s:i}}", "spec", "replicas", replicas);
     if (!body)
         return -ENOMEM;
-    rc = start(c, "PATCH", path, body, "application/merge-patch+json", SHAPE_SCALE, kind, what, cb,
-               arg, out);
+    rc = start(c, "PATCH", path, body, "application/merge-patch+json", K8S_SHAPE_SCALE, kind, what,
+               cb, arg, out);
     json_decref(body);
     return rc;
 }
@@ -995,8 +1005,8 @@ int k8s_annotate(struct k8s_client *c, enum k8s_kind kind, const char *ns, const
     if (resource_version)
         json_object_set_new(md, "resourceVersion", json_string(resource_version));
     snprintf(what, sizeof what, "PATCH %s %s/%s annotations", k8s_kind_resource(kind), ns, name);
-    rc = start(c, "PATCH", path, body, "application/merge-patch+json", SHAPE_OBJECT, kind, what, cb,
-               arg, out);
+    rc = start(c, "PATCH", path, body, "application/merge-patch+json", K8S_SHAPE_OBJECT, kind, what,
+               cb, arg, out);
     json_decref(body);
     return rc;
 }
@@ -1008,7 +1018,7 @@ int k8s_raw(struct k8s_client *c, const char *method, const char *path, json_t *
     if (!method || !path || path[0] != '/' || strpbrk(path, " \r\n#"))
         return errf(c->err, sizeof c->err, -EINVAL, "a path starts with '/' and has no spaces");
     snprintf(what, sizeof what, "%s %.*s", method, 200, path);
-    return start(c, method, path, body, content_type, SHAPE_RAW, K8S_DEPLOYMENT, what, cb, arg,
+    return start(c, method, path, body, content_type, K8S_SHAPE_RAW, K8S_DEPLOYMENT, what, cb, arg,
                  out);
 }
 

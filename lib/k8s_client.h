@@ -156,6 +156,29 @@ int k8s_raw(struct k8s_client *c, const char *method, const char *path, json_t *
 /* The callback runs with -ECANCELED (on the next loop iteration). */
 void k8s_request_cancel(struct k8s_request *req);
 
+/* ---- responses ---- */
+
+/* What a call expects of a 2xx body: one object (get, annotate), a Scale
+ * (get_scale, set_scale), a list (list), anything (raw). */
+enum k8s_shape { K8S_SHAPE_OBJECT, K8S_SHAPE_SCALE, K8S_SHAPE_LIST, K8S_SHAPE_RAW };
+
+/* A response (HTTP status and body, as the transport delivered it) read
+ * into the result a call's callback gets: every call goes through it, and it
+ * is exposed for tests and fuzzing - what an API server sends is untrusted
+ * input. `what` ("GET deployments ess/x") starts the detail. result's
+ * pointers refer to the struct: valid until k8s_response_free(). */
+struct k8s_response {
+    struct k8s_result result;
+    /* private */
+    json_t *body;
+    struct k8s_object one;
+    struct k8s_object *many;
+    char detail[K8S_DETAIL_MAX];
+};
+void k8s_response_parse(struct k8s_response *r, enum k8s_shape shape, enum k8s_kind kind,
+                        const char *what, long http_status, const char *body, size_t len);
+void k8s_response_free(struct k8s_response *r);
+
 /* ---- scale and wait ---- */
 
 struct k8s_scale_target {

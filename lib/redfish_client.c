@@ -169,54 +169,66 @@ static const char *error_message(json_t *body)
     return m;
 }
 
+void redfish_response_parse(struct redfish_response *p, bool get_system, const char *system,
+                            const char *what, long http_status, const char *body, size_t len)
+{
+    struct redfish_result *out = &p->result;
+    memset(p, 0, sizeof *p);
+    out->detail = p->detail;
+    out->http_status = http_status;
+    if (len)
+        p->body = json_loadb(body, len, 0, NULL);
+    if (http_status < 200 || http_status > 299) {
+        const char *m = error_message(p->body);
+        out->status = map_status(http_status);
+        fmtbuf(p->detail, sizeof p->detail, "%s: %s (HTTP %ld)", what, m ? m : "no message",
+               http_status);
+        return;
+    }
+    fmtbuf(p->detail, sizeof p->detail, "%s: HTTP %ld", what, http_status);
+    if (!get_system)
+        return;
+    if (!json_is_object(p->body)) {
+        out->status = -EBADMSG;
+        fmtbuf(p->detail, sizeof p->detail, "%s: the response is not a JSON object", what);
+        return;
+    }
+    struct redfish_system *sys = &p->sys;
+    sys->json = p->body;
+    sys->power_state = json_string_value(json_object_get(p->body, "PowerState"));
+    if (!sys->power_state)
+        sys->power_state = "";
+    json_t *reset = json_object_get(json_object_get(p->body, "Actions"), "#ComputerSystem.Reset");
+    sys->reset_target = json_string_value(json_object_get(reset, "target"));
+    if (!sys->reset_target || sys->reset_target[0] != '/') {
+        fmtbuf(p->target, sizeof p->target, "%s/Actions/ComputerSystem.Reset", system);
+        sys->reset_target = p->target;
+    }
+    out->system = sys;
+}
+
+void redfish_response_free(struct redfish_response *p)
+{
+    json_decref(p->body);
+    memset(p, 0, sizeof *p);
+}
+
 static void on_http(struct http_request *hr, const struct http_response *res, void *arg)
 {
     (void)hr;
     struct redfish_request *r = arg;
-    struct redfish_result out;
-    struct redfish_system sys;
-    char detail[REDFISH_DETAIL_MAX], target[512];
-    json_t *body = NULL;
-    memset(&out, 0, sizeof out);
+    struct redfish_response p;
     if (res->result < 0 && res->result != -EREMOTEIO) {
-        out.status = res->result;
-        fmtbuf(detail, sizeof detail, "%s: %s", r->what, res->detail);
-        goto deliver;
+        memset(&p, 0, sizeof p);
+        p.result.status = res->result;
+        p.result.detail = p.detail;
+        fmtbuf(p.detail, sizeof p.detail, "%s: %s", r->what, res->detail);
+    } else {
+        redfish_response_parse(&p, r->get, r->system, r->what, res->status, res->body,
+                               res->body_len);
     }
-    out.http_status = res->status;
-    if (res->body_len)
-        body = json_loadb(res->body, res->body_len, 0, NULL);
-    if (res->status < 200 || res->status > 299) {
-        const char *m = error_message(body);
-        out.status = map_status(res->status);
-        fmtbuf(detail, sizeof detail, "%s: %s (HTTP %ld)", r->what, m ? m : "no message",
-               res->status);
-        goto deliver;
-    }
-    fmtbuf(detail, sizeof detail, "%s: HTTP %ld", r->what, res->status);
-    if (!r->get)
-        goto deliver;
-    if (!json_is_object(body)) {
-        out.status = -EBADMSG;
-        fmtbuf(detail, sizeof detail, "%s: the response is not a JSON object", r->what);
-        goto deliver;
-    }
-    memset(&sys, 0, sizeof sys);
-    sys.json = body;
-    sys.power_state = json_string_value(json_object_get(body, "PowerState"));
-    if (!sys.power_state)
-        sys.power_state = "";
-    json_t *reset = json_object_get(json_object_get(body, "Actions"), "#ComputerSystem.Reset");
-    sys.reset_target = json_string_value(json_object_get(reset, "target"));
-    if (!sys.reset_target || sys.reset_target[0] != '/') {
-        fmtbuf(target, sizeof target, "%s/Actions/ComputerSystem.Reset", r->system);
-        sys.reset_target = target;
-    }
-    out.system = &sys;
-deliver:
-    out.detail = detail;
-    r->cb(r, &out, r->arg);
-    json_decref(body);
+    r->cb(r, &p.result, r->arg);
+    redfish_response_free(&p);
     free(r->system);
     free(r);
 }

@@ -18,6 +18,7 @@
 #ifndef TRIAD_REDFISH_CLIENT_H
 #define TRIAD_REDFISH_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
@@ -54,6 +55,25 @@ struct redfish_result {
 
 typedef void (*redfish_done_cb)(struct redfish_request *req, const struct redfish_result *r,
                                 void *arg);
+
+/* A response (HTTP status and body, as the transport delivered it) read
+ * into the result a call's callback gets - for redfish_get_system
+ * (get_system, with the system's path for the default Reset target) or
+ * redfish_reset. Every call goes through it; exposed for tests and fuzzing,
+ * as what a BMC sends is untrusted input. `what` starts the detail.
+ * result's pointers refer to the struct: valid until
+ * redfish_response_free(). */
+struct redfish_response {
+    struct redfish_result result;
+    /* private */
+    json_t *body;
+    struct redfish_system sys;
+    char detail[REDFISH_DETAIL_MAX];
+    char target[512];
+};
+void redfish_response_parse(struct redfish_response *r, bool get_system, const char *system,
+                            const char *what, long http_status, const char *body, size_t len);
+void redfish_response_free(struct redfish_response *r);
 
 /* 0 or a negative errno with the reason in err (a URL that is not https, an
  * unreadable or malformed credentials file). The http client is borrowed. */

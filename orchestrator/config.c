@@ -399,9 +399,12 @@ static void read_probe(struct reader *r, struct ynode *n, const struct probe_def
         yread_str(r->d, n, "site", &p->site);
         return;
     }
-    if (yread_str(r->d, n, "name", &p->name) == 0)
+    /* yread_str reports a value that is not a scalar itself (-1): then
+     * there is nothing to check further. */
+    int rc = yread_str(r->d, n, "name", &p->name);
+    if (rc == 0)
         missing(r, n, "probe", "name");
-    else
+    else if (rc > 0)
         check_name(r, ynode_get(n, "name"), "probe", p->name);
     if (yread_str(r->d, n, "site", &p->site) == 0)
         missing(r, n, "probe", "site");
@@ -429,9 +432,11 @@ static void read_probe(struct reader *r, struct ynode *n, const struct probe_def
         yread_unknown_keys(r->d, n, pg_keys);
         break;
     case PROBE_HTTP: {
-        if (yread_str(r->d, n, "url", &p->url) == 0)
+        int urc = yread_str(r->d, n, "url", &p->url);
+        if (urc == 0)
             missing(r, n, "http probe", "url");
-        else if (strncmp(p->url, "http://", 7) != 0 && strncmp(p->url, "https://", 8) != 0)
+        else if (urc > 0 && strncmp(p->url, "http://", 7) != 0 &&
+                 strncmp(p->url, "https://", 8) != 0)
             yread_error(r->d, ynode_get(n, "url"), "'url' must start with http:// or https://");
         yread_hostport(r->d, n, "connect_to", 0, &p->connect_to_host, &p->connect_to_port);
         if (yread_int(r->d, n, "expect_status", 100, 599, &v) > 0)
@@ -596,9 +601,10 @@ static void read_fence(struct reader *r, struct ynode *n)
     struct cfg_fence *f = &cfg->fences[cfg->n_fences++];
     f->pos = pos_of(n);
     f->timeout_ms = 30000;
-    if (yread_str(r->d, n, "name", &f->name) == 0)
+    int rc = yread_str(r->d, n, "name", &f->name);
+    if (rc == 0)
         missing(r, n, "fencing method", "name");
-    else
+    else if (rc > 0) /* -1: not a scalar, reported */
         check_name(r, ynode_get(n, "name"), "fencing method", f->name);
     int m = -1;
     if (yread_enum(r->d, n, "method", fence_names, &m) == 0)
@@ -1020,7 +1026,8 @@ static void cross_check(struct reader *r, struct ynode *root)
                 diag_add(r->d, s->pos.file, s->pos.line, s->pos.col,
                          "site '%s': self_fence names unknown fencing method '%s'", s->name,
                          s->self_fence[j]);
-            else if (strcmp(f->site, s->name) != 0)
+            /* A fence without a site was reported where it is defined. */
+            else if (f->site && strcmp(f->site, s->name) != 0)
                 diag_add(r->d, s->pos.file, s->pos.line, s->pos.col,
                          "site '%s': self_fence '%s' fences site '%s', not this site", s->name,
                          f->name, f->site);
@@ -1122,11 +1129,13 @@ static void cross_check(struct reader *r, struct ynode *root)
                     diag_add(r->d, p->pos.file, p->pos.line, p->pos.col,
                              "PostgreSQL cluster '%s' has no member in site '%s'", c->name,
                              p->site);
-                else if (m) {
+                /* A member address or a cluster that did not parse was
+                 * reported where it is written: nothing to copy then. */
+                else if (m && m->host) {
                     p->host = strdup(m->host);
                     p->port = m->port;
                 }
-                if (!p->dbname)
+                if (!p->dbname && c->dbname)
                     p->dbname = strdup(c->dbname);
             }
         }
@@ -1200,7 +1209,9 @@ static void cross_check(struct reader *r, struct ynode *root)
                          cfg->operators[i].name ? cfg->operators[i].name : "?");
         }
     }
-    if (cfg->api.https_host && !cfg->api.https_cert_file) {
+    /* HTTPS uses the peer certificate unless it has a pair of its own (half
+     * a pair is an error, reported where api.https is read). */
+    if (cfg->api.https_host && !cfg->api.https_cert_file && !cfg->api.https_key_file) {
         cfg->api.https_cert_file = cfg->tls.cert_file ? strdup(cfg->tls.cert_file) : NULL;
         cfg->api.https_key_file = cfg->tls.key_file ? strdup(cfg->tls.key_file) : NULL;
     }

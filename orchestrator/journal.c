@@ -3,22 +3,26 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "lib/buf.h"
 #include "lib/fsutil.h"
 
+/* Run ids start with the leader's site name, which may contain '.': allowed
+ * here too, but not first (no "..", no hidden file); '/' never. */
 static bool valid_run_id(const char *run)
 {
-    if (!run || !*run || strlen(run) > 63)
+    if (!run || !*run || *run == '.' || strlen(run) > 63)
         return false;
     for (const char *p = run; *p; p++) {
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '-' || *p == '_'))
+              *p == '-' || *p == '_' || *p == '.'))
             return false;
     }
     return true;
@@ -51,10 +55,15 @@ json_t *journal_read(struct journal *j, const char *run)
     }
     json_t *arr = json_array();
     const char *p = b.data ? b.data : "";
-    while (*p && json_array_size(arr) < JOURNAL_MAX_RECORDS) {
-        const char *nl = strchr(p, '\n');
-        size_t n = nl ? (size_t)(nl - p) : strlen(p);
-        /* A torn last line (a crash mid-write) is ignored, nothing else. */
+    const char *end = p + b.len;
+    /* By length, not up to a NUL: after a crash some file systems leave
+     * zeros where the last write was, and the records appended after them
+     * must still be read. */
+    while (p < end && json_array_size(arr) < JOURNAL_MAX_RECORDS) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        /* A torn or damaged line (a crash mid-write) is ignored, nothing
+         * else. */
         json_t *rec = n ? json_loadb(p, n, 0, NULL) : NULL;
         if (json_is_object(rec))
             json_array_append_new(arr, rec);
@@ -77,6 +86,20 @@ int64_t journal_last_seq(struct journal *j, const char *run)
     return seq;
 }
 
+/* Whether the file's last line lacks its newline (a crash mid-write). */
+static bool ends_torn(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    struct stat st;
+    char c = '\n';
+    bool torn =
+        fstat(fd, &st) == 0 && st.st_size > 0 && pread(fd, &c, 1, st.st_size - 1) == 1 && c != '\n';
+    close(fd);
+    return torn;
+}
+
 int64_t journal_append(struct journal *j, const char *run, json_t *record)
 {
     char path[4200];
@@ -96,10 +119,21 @@ int64_t journal_append(struct journal *j, const char *run, json_t *record)
     json_decref(copy);
     if (!text)
         return -ENOMEM;
+    /* A torn last line must stay a line of its own: glued to it, this
+     * record would be lost with it. */
+    size_t torn = ends_torn(path) ? 1 : 0;
     size_t len = strlen(text);
-    text[len] = '\n';
-    r = fsutil_append_sync(path, text, len + 1, 0600);
+    char *line = malloc(torn + len + 1);
+    if (!line) {
+        free(text);
+        return -ENOMEM;
+    }
+    line[0] = '\n';
+    memcpy(line + torn, text, len);
+    line[torn + len] = '\n';
     free(text);
+    r = fsutil_append_sync(path, line, torn + len + 1, 0600);
+    free(line);
     return r < 0 ? r : seq;
 }
 
@@ -141,8 +175,7 @@ json_t *journal_runs(struct journal *j, int max)
         n++;
     }
     closedir(d);
-    /* qsort's array may not be NULL, even for no element (UBSan aborts). */
-    if (n > 0)
+    if (n) /* qsort(NULL, 0) is undefined: no run yet on a new site */
         qsort(ents, n, sizeof *ents, by_time);
     for (size_t i = 0; i < n && (int)i < max; i++)
         json_array_append_new(out, json_string(ents[i].name));

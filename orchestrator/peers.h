@@ -28,7 +28,8 @@ typedef void (*peers_closed_cb)(struct peers *p, void *arg);
 int peers_start(struct peers **out, uv_loop_t *loop, const struct config *cfg, peers_msg_cb on_msg,
                 void *arg, char *err, size_t errlen);
 /* Sends a message to a site (borrowed; serialised now). 0 or a negative
- * errno (-ENOTCONN when the link is down: the message is dropped). */
+ * errno (-ENOTCONN when the link is down, or p is NULL: the message is
+ * dropped). */
 int peers_send(struct peers *p, int site, json_t *msg);
 /* Whether our outbound link to a site is up. */
 bool peers_link_up(const struct peers *p, int site);

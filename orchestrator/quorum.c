@@ -319,11 +319,14 @@ static json_t *decision_json(const struct quorum *q)
 {
     if (!q->d.decision_epoch)
         return json_null();
-    return json_pack("{s:I,s:s,s:s,s:s,s:s,s:s}", "epoch", (json_int_t)q->d.decision_epoch, "from",
-                     quorum_site_name(q, q->d.decision_from), "to",
+    /* The runbook travels with the decision wherever it goes (heartbeats,
+     * resends, the disk): a peer that learns of a switchover late, or takes
+     * it over, must not fall back to the failover runbook. */
+    return json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:s}", "epoch", (json_int_t)q->d.decision_epoch,
+                     "from", quorum_site_name(q, q->d.decision_from), "to",
                      quorum_site_name(q, q->d.decision_to), "leader",
                      quorum_site_name(q, q->d.decision_leader), "run", q->d.decision_run, "kind",
-                     q->d.decision_kind);
+                     q->d.decision_kind, "runbook", q->d.decision_runbook);
 }
 
 static void send_heartbeats(struct quorum *q, int64_t now)
@@ -365,11 +368,23 @@ static void adopt_epoch(struct quorum *q, int64_t epoch)
 }
 
 /* Accept a decision (ours, one sent to us, or one learned late). */
+static bool fits(const char *s, size_t size)
+{
+    return !s || strlen(s) < size;
+}
+
 static bool accept_decision(struct quorum *q, int64_t epoch, int from, int to, int leader,
                             const char *run, const char *kind, const char *runbook, int64_t now)
 {
     if (epoch <= q->d.decision_epoch || from < 0 || to < 0 || leader < 0)
         return false;
+    /* Whole or not at all: a cut run id names another run (another
+     * journal), and a multibyte character cut in two makes the state
+     * unserialisable - the decision lost at restart, no heartbeat built. */
+    if (!fits(run, sizeof q->d.decision_run) || !fits(kind, sizeof q->d.decision_kind) ||
+        !fits(runbook, sizeof q->d.decision_runbook))
+        return false;
+    struct quorum_durable before = q->d;
     q->d.decision_epoch = epoch;
     q->d.decision_from = from;
     q->d.decision_to = to;
@@ -382,8 +397,12 @@ static bool accept_decision(struct quorum *q, int64_t epoch, int from, int to, i
     q->d.primary_epoch = epoch;
     if (epoch > q->d.epoch)
         q->d.epoch = epoch;
-    if (persist(q) < 0)
+    if (persist(q) < 0) {
+        /* Not on disk, not accepted: the caller must not find it in memory
+         * either (on_decision acknowledges what it holds). */
+        q->d = before;
         return false;
+    }
     if (to == q->self) {
         /* Made primary (again, after a failback): a hard fence from an older
          * decision no longer applies; the lease decides from here on. */
@@ -703,7 +722,9 @@ static void start_decision(struct quorum *q, int64_t now)
         return;
     }
     if (q->reason != QREASON_TAKEOVER)
-        snprintf(run, sizeof run, "%s-e%lld-%04x", quorum_site_name(q, q->self),
+        /* At most 12 characters of the site name, so that the id always
+         * fits: a cut id would be the same for the next epoch's run. */
+        snprintf(run, sizeof run, "%.12s-e%lld-%04x", quorum_site_name(q, q->self),
                  (long long)q->d.epoch, (unsigned)(rnd(q) & 0xffff));
     char kind_copy[16], runbook_copy[64];
     snprintf(kind_copy, sizeof kind_copy, "%s", kind);
@@ -732,12 +753,16 @@ static const char *reason_name(enum quorum_reason r)
 static void stand(struct quorum *q, int64_t now, enum quorum_reason reason)
 {
     int down = q->d.primary;
+    struct quorum_durable before = q->d;
     q->reason = reason;
     q->d.epoch++;
     q->d.voted_epoch = q->d.epoch;
     q->d.voted_for = q->self;
     if (persist(q) < 0) {
-        q->d.epoch--;
+        /* All of it back, the vote too: a vote for an epoch above ours
+         * would make the next state written unreadable at restart
+         * (quorum_durable_from_json refuses voted_epoch > epoch). */
+        q->d = before;
         return;
     }
     q->role = QROLE_CANDIDATE;
@@ -814,11 +839,11 @@ static void update_election(struct quorum *q, int64_t now)
         } else if (q->deciding && !q->decided && now >= q->next_heartbeat_ms) {
             /* Resend the decision to those who have not acknowledged it. */
             json_t *m =
-                json_pack("{s:s,s:I,s:s,s:s,s:s,s:s,s:s}", "t", "decision", "epoch",
+                json_pack("{s:s,s:I,s:s,s:s,s:s,s:s,s:s,s:s}", "t", "decision", "epoch",
                           (json_int_t)q->d.decision_epoch, "leader", quorum_site_name(q, q->self),
                           "from", quorum_site_name(q, q->d.decision_from), "to",
                           quorum_site_name(q, q->d.decision_to), "run", q->d.decision_run, "kind",
-                          q->d.decision_kind);
+                          q->d.decision_kind, "runbook", q->d.decision_runbook);
             for (int i = 0; i < q->n; i++) {
                 if (!q->acks[i])
                     send_to(q, i, m);
@@ -874,13 +899,13 @@ json_t *quorum_durable_to_json(const struct quorum *q, const struct quorum_durab
                   "primary", quorum_site_name(q, d->primary), "primary_epoch",
                   (json_int_t)d->primary_epoch, "fenced", d->fenced);
     if (d->decision_epoch)
-        json_object_set_new(j, "decision",
-                            json_pack("{s:I,s:s,s:s,s:s,s:s,s:s}", "epoch",
-                                      (json_int_t)d->decision_epoch, "from",
-                                      quorum_site_name(q, d->decision_from), "to",
-                                      quorum_site_name(q, d->decision_to), "leader",
-                                      quorum_site_name(q, d->decision_leader), "run",
-                                      d->decision_run, "kind", d->decision_kind));
+        json_object_set_new(
+            j, "decision",
+            json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:s}", "epoch", (json_int_t)d->decision_epoch,
+                      "from", quorum_site_name(q, d->decision_from), "to",
+                      quorum_site_name(q, d->decision_to), "leader",
+                      quorum_site_name(q, d->decision_leader), "run", d->decision_run, "kind",
+                      d->decision_kind, "runbook", d->decision_runbook));
     return j;
 }
 
@@ -900,9 +925,16 @@ int quorum_durable_from_json(const struct config *cfg, json_t *j, struct quorum_
     d->decision_from = d->decision_to = d->decision_leader = -1;
     if (!json_is_object(j))
         return -1;
+    /* A vote or a decision naming a site the configuration does not have
+     * (one renamed since?), or ids that do not fit, are refused like any
+     * damage: read as "no vote" the daemon could vote twice in an epoch,
+     * and a decision without its sites makes every heartbeat unbuildable. */
+    bool bad = false;
     d->epoch = json_integer_value(json_object_get(j, "epoch"));
     d->voted_epoch = json_integer_value(json_object_get(j, "voted_epoch"));
-    d->voted_for = cfg_site(cfg, json_string_value(json_object_get(j, "voted_for")));
+    json_t *vf = json_object_get(j, "voted_for");
+    d->voted_for = cfg_site(cfg, json_string_value(vf));
+    bad = json_is_string(vf) && d->voted_for < 0;
     d->primary = cfg_site(cfg, json_string_value(json_object_get(j, "primary")));
     d->primary_epoch = json_integer_value(json_object_get(j, "primary_epoch"));
     d->fenced = json_is_true(json_object_get(j, "fenced"));
@@ -912,6 +944,14 @@ int quorum_durable_from_json(const struct config *cfg, json_t *j, struct quorum_
         d->decision_from = cfg_site(cfg, json_string_value(json_object_get(dec, "from")));
         d->decision_to = cfg_site(cfg, json_string_value(json_object_get(dec, "to")));
         d->decision_leader = cfg_site(cfg, json_string_value(json_object_get(dec, "leader")));
+        const char *run = json_string_value(json_object_get(dec, "run"));
+        const char *kind = json_string_value(json_object_get(dec, "kind"));
+        const char *rbk = json_string_value(json_object_get(dec, "runbook"));
+        if (d->decision_epoch &&
+            (d->decision_from < 0 || d->decision_to < 0 || d->decision_leader < 0 ||
+             !fits(run, sizeof d->decision_run) || !fits(kind, sizeof d->decision_kind) ||
+             !fits(rbk, sizeof d->decision_runbook)))
+            bad = true;
         snprintf(d->decision_run, sizeof d->decision_run, "%s",
                  json_is_string(json_object_get(dec, "run"))
                      ? json_string_value(json_object_get(dec, "run"))
@@ -925,7 +965,8 @@ int quorum_durable_from_json(const struct config *cfg, json_t *j, struct quorum_
                      ? json_string_value(json_object_get(dec, "runbook"))
                      : cfg->failover.runbook);
     }
-    if (d->primary < 0 || d->epoch < 0 || d->voted_epoch > d->epoch || d->decision_epoch > d->epoch)
+    if (bad || d->primary < 0 || d->epoch < 0 || d->voted_epoch > d->epoch ||
+        d->decision_epoch > d->epoch)
         return -1;
     return 0;
 }

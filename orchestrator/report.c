@@ -2,6 +2,8 @@
  * timeline, and the short summary. */
 #include "orchestrator/report.h"
 
+#include <math.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +15,13 @@
 static int64_t ival(json_t *o, const char *k)
 {
     return json_integer_value(json_object_get(o, k));
+}
+
+/* Seconds from b to a. In doubles: the times come from a journal, which
+ * may hold any integer, and int64 differences could overflow. */
+static double secs(int64_t a, int64_t b)
+{
+    return ((double)a - (double)b) / 1000.0;
 }
 
 static const char *sval(json_t *o, const char *k)
@@ -81,7 +90,8 @@ json_t *report_build(json_t *records, json_t *drill)
     add_event(tl, ival(det, "sdown_ms"), sval(det, "site"), "+sdown", 0, "detect");
     add_event(tl, ival(det, "odown_ms"), sval(det, "site"), "+odown", 0, "detect");
     add_event(tl, ival(det, "decided_ms"), leader, "decision (leader)", 0, "decide");
-    int64_t human = 0, promote_end = 0, dns_end = 0, rpo = -1, run_end = ival(run, "ended_ms");
+    int64_t promote_end = 0, dns_end = 0, rpo = -1, run_end = ival(run, "ended_ms");
+    double human = 0; /* ms; a sum of journal values, so not an int64 */
     const char *rpo_basis = "";
     size_t i;
     json_t *s;
@@ -97,7 +107,7 @@ json_t *report_build(json_t *records, json_t *drill)
         char label[64];
         snprintf(label, sizeof label, "%s -> %s", st ? "started" : "not run", sval(s, "state"));
         add_event(tl, st ? st : en, lane, label, en, "step");
-        human += ival(s, "waited_ms");
+        human += (double)ival(s, "waited_ms");
         const char *action = sval(s, "action");
         if (!strcmp(action, "pg.promote") && en) {
             promote_end = en;
@@ -125,9 +135,8 @@ json_t *report_build(json_t *records, json_t *drill)
     int64_t service_ok = drill ? ival(drill, "service_ok_ms") : 0;
     add_event(tl, service_ok, "drill", "writes succeed through the public name", 0, "verified");
     json_t *fig = json_object();
-#define SECS(name, v)              \
-    json_object_set_new(fig, name, \
-                        (v) > 0 && t0 > 0 ? json_real((double)((v)-t0) / 1000.0) : json_null())
+#define SECS(name, v) \
+    json_object_set_new(fig, name, (v) > 0 && t0 > 0 ? json_real(secs((v), t0)) : json_null())
     SECS("detection_s", ival(det, "odown_ms"));
     SECS("decision_s", ival(det, "decided_ms"));
     SECS("promoted_s", promote_end);
@@ -135,10 +144,10 @@ json_t *report_build(json_t *records, json_t *drill)
     SECS("run_finished_s", run_end);
     SECS("rto_s", service_ok);
 #undef SECS
-    json_object_set_new(fig, "human_wait_s", json_real((double)human / 1000.0));
+    json_object_set_new(fig, "human_wait_s", json_real(human / 1000.0));
     if (service_ok > t0 && t0 > 0)
         json_object_set_new(fig, "rto_without_human_wait_s",
-                            json_real((double)(service_ok - t0 - human) / 1000.0));
+                            json_real(secs(service_ok, t0) - human / 1000.0));
     json_object_set_new(fig, "rpo_bytes", rpo >= 0 ? json_integer(rpo) : json_null());
     if (*rpo_basis)
         json_object_set_new(fig, "rpo_basis", json_string(rpo_basis));
@@ -277,11 +286,9 @@ void report_markdown(json_t *rep, struct buf *b)
     json_array_foreach(json_object_get(rep, "timeline"), i, s)
     {
         int64_t at = ival(s, "at_ms"), end = ival(s, "end_ms");
-        buf_printf(b, "| %+.1f | %s | %s", (double)(at - t0) / 1000.0, sval(s, "lane"),
-                   sval(s, "label"));
+        buf_printf(b, "| %+.1f | %s | %s", secs(at, t0), sval(s, "lane"), sval(s, "label"));
         if (end >= at)
-            buf_printf(b, " (%.1f s, until %+.1f)", (double)(end - at) / 1000.0,
-                       (double)(end - t0) / 1000.0);
+            buf_printf(b, " (%.1f s, until %+.1f)", secs(end, at), secs(end, t0));
         buf_append_str(b, " |\n");
     }
 }
@@ -310,6 +317,22 @@ static void esc(struct buf *b, const char *s)
     }
 }
 
+/* Markup and values alternating, NULL-terminated: markup, value, markup,
+ * value, ...; the values are escaped. */
+static void esc_all(struct buf *b, const char *markup, ...)
+{
+    va_list ap;
+    va_start(ap, markup);
+    for (const char *m = markup; m; m = va_arg(ap, const char *)) {
+        buf_append_str(b, m);
+        const char *v = va_arg(ap, const char *);
+        if (!v)
+            break;
+        esc(b, v);
+    }
+    va_end(ap);
+}
+
 static const char *color(const char *kind, const char *label)
 {
     if (!strcmp(kind, "wait"))
@@ -329,15 +352,16 @@ static const char *color(const char *kind, const char *label)
 static void svg_timeline(json_t *rep, struct buf *b)
 {
     json_t *tl = json_object_get(rep, "timeline");
-    int64_t t0 = ival(rep, "t0_ms"), tmax = t0 + 1000;
+    int64_t t0 = ival(rep, "t0_ms");
+    double tmax = (double)t0 + 1000; /* ms */
     const char *lanes[128];
     size_t nl = 0, i;
     json_t *e;
     json_array_foreach(tl, i, e)
     {
         int64_t end = ival(e, "end_ms") ? ival(e, "end_ms") : ival(e, "at_ms");
-        if (end > tmax)
-            tmax = end;
+        if ((double)end > tmax)
+            tmax = (double)end;
         const char *lane = sval(e, "lane");
         bool seen = false;
         for (size_t k = 0; k < nl && !seen; k++)
@@ -346,7 +370,7 @@ static void svg_timeline(json_t *rep, struct buf *b)
             lanes[nl++] = lane;
     }
     const int left = 170, width = 760, row = 26, top = 30;
-    double span = (double)(tmax - t0) / 1000.0;
+    double span = (tmax - (double)t0) / 1000.0;
     if (span < 1)
         span = 1;
     int height = top + (int)nl * row + 20;
@@ -360,12 +384,15 @@ static void svg_timeline(json_t *rep, struct buf *b)
                       "<line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"6\" stroke=\"#ef6c00\" "
                       "stroke-width=\"2\"/></pattern></defs>\n");
     /* the time axis, a tick per second or per 10 s */
-    int step = span > 60 ? 10 : span > 20 ? 5 : 1;
-    for (int t = 0; t <= (int)span; t += step) {
-        double x = left + (double)t / span * width;
+    /* At most about 60 ticks, however long the span: the journal's times
+     * may be anything (one run-start at 1 ms and a run-end at 10^14 ms
+     * made billions of ticks). */
+    double step = span > 600 ? ceil(span / 60) : span > 60 ? 10 : span > 20 ? 5 : 1;
+    for (double t = 0; t <= span; t += step) {
+        double x = left + t / span * width;
         buf_printf(b,
                    "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#eee\"/>"
-                   "<text x=\"%.1f\" y=\"%d\" fill=\"#666\">%ds</text>\n",
+                   "<text x=\"%.1f\" y=\"%d\" fill=\"#666\">%.0fs</text>\n",
                    x, top - 5, x, height - 15, x + 2, top - 10, t);
     }
     for (size_t k = 0; k < nl; k++) {
@@ -378,11 +405,11 @@ static void svg_timeline(json_t *rep, struct buf *b)
         size_t k = 0;
         while (k < nl && strcmp(lanes[k], sval(e, "lane")))
             k++;
-        double x = left + (double)(ival(e, "at_ms") - t0) / 1000.0 / span * width;
+        double x = left + secs(ival(e, "at_ms"), t0) / span * width;
         double y = top + (double)k * row + 4;
         const char *kind = sval(e, "kind"), *label = sval(e, "label");
         if (ival(e, "end_ms")) {
-            double x2 = left + (double)(ival(e, "end_ms") - t0) / 1000.0 / span * width;
+            double x2 = left + secs(ival(e, "end_ms"), t0) / span * width;
             if (x2 < x + 2)
                 x2 = x + 2;
             buf_printf(b,
@@ -424,9 +451,12 @@ void report_html(json_t *rep, struct buf *b)
                       "</style></head><body>\n<h1>triad run ");
     esc(b, sval(run, "id"));
     buf_append_str(b, "</h1>\n<p>");
-    buf_printf(b, "runbook <b>%s</b> (%s), %s &rarr; %s, epoch %lld, leader %s, state <b>%s</b>",
-               sval(run, "runbook"), sval(run, "kind"), sval(run, "from"), sval(run, "to"),
-               (long long)ival(run, "epoch"), sval(run, "leader"), sval(run, "state"));
+    /* Every value from the journal is escaped: it is data, possibly a
+     * peer's, never markup. */
+    esc_all(b, "runbook <b>", sval(run, "runbook"), "</b> (", sval(run, "kind"), "), ",
+            sval(run, "from"), " &rarr; ", sval(run, "to"), NULL);
+    buf_printf(b, ", epoch %lld, leader ", (long long)ival(run, "epoch"));
+    esc_all(b, "", sval(run, "leader"), ", state <b>", sval(run, "state"), "</b>", NULL);
     if (json_object_get(run, "end_reason")) {
         buf_append_str(b, ": ");
         esc(b, sval(run, "end_reason"));
@@ -442,9 +472,9 @@ void report_html(json_t *rep, struct buf *b)
     json_t *s;
     json_array_foreach(json_object_get(run, "steps"), i, s)
     {
-        buf_printf(b, "<tr><td>%s</td><td>%s</td><td class=\"%s\">%s</td><td>%.1f s</td><td>",
-                   sval(s, "id"), sval(s, "action"), sval(s, "state"), sval(s, "state"),
-                   (double)ival(s, "waited_ms") / 1000.0);
+        esc_all(b, "<tr><td>", sval(s, "id"), "</td><td>", sval(s, "action"), "</td><td class=\"",
+                sval(s, "state"), "\">", sval(s, "state"), "</td>", NULL);
+        buf_printf(b, "<td>%.1f s</td><td>", (double)ival(s, "waited_ms") / 1000.0);
         esc(b, sval(s, "detail"));
         buf_append_str(b, "</td></tr>\n");
     }
@@ -456,7 +486,8 @@ void report_html(json_t *rep, struct buf *b)
         fmt_time(ival(s, "ts_ms"), t, sizeof t);
         buf_printf(b, "<tr><td>%s</td><td>", t);
         esc(b, sval(s, "who"));
-        buf_printf(b, "</td><td>%s</td><td>%s</td><td>", sval(s, "decision"), sval(s, "step"));
+        esc_all(b, "</td><td>", sval(s, "decision"), "</td><td>", sval(s, "step"), "</td><td>",
+                NULL);
         esc(b, sval(s, "shown"));
         buf_append_str(b, "</td></tr>\n");
     }
@@ -467,8 +498,8 @@ void report_html(json_t *rep, struct buf *b)
     {
         char t[40];
         fmt_time(ival(s, "ts_ms"), t, sizeof t);
-        buf_printf(b, "<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>", t, sval(s, "site"),
-                   sval(s, "probe"), sval(s, "state"));
+        esc_all(b, "<tr><td>", t, "</td><td>", sval(s, "site"), "</td><td>", sval(s, "probe"),
+                "</td><td>", sval(s, "state"), "</td><td>", NULL);
         esc(b, sval(s, "detail"));
         buf_append_str(b, "</td></tr>\n");
     }

@@ -73,9 +73,12 @@ static void read_step(struct runbook *rb, struct ynode *n, struct diag *d)
     s->col = n->col;
     s->retry_delay_ms = 2000;
     struct ynode *idn = ynode_get(n, "id");
-    if (yread_str(d, n, "id", &s->id) == 0) {
+    /* yread_str returns -1 for a value that is not a scalar, and reports
+     * it: then there is no id (nor action, below) to look at. */
+    int rc = yread_str(d, n, "id", &s->id);
+    if (rc == 0) {
         yread_error(d, n, "step: missing required key 'id'");
-    } else {
+    } else if (rc > 0) {
         bool ok = strlen(s->id) <= 63;
         for (const char *p = s->id; *p && ok; p++)
             ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_';
@@ -89,9 +92,10 @@ static void read_step(struct runbook *rb, struct ynode *n, struct diag *d)
         }
     }
     struct ynode *an = ynode_get(n, "action");
-    if (yread_str(d, n, "action", &s->action_name) == 0) {
+    rc = yread_str(d, n, "action", &s->action_name);
+    if (rc == 0) {
         yread_error(d, n, "step: missing required key 'action'");
-    } else {
+    } else if (rc > 0) {
         s->action = rb_action_find(s->action_name);
         if (!s->action) {
             const struct rb_action_ops *const *all = rb_action_all();

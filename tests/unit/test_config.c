@@ -205,6 +205,50 @@ static void test_every_error_reported(void **state)
     }
 }
 
+/* Inputs the fuzzer (tests/fuzz/fuzz_config.c) found crashing the reader;
+ * each is reported as an error now. */
+static void test_fuzz_findings(void **state)
+{
+    (void)state;
+    static const struct bad_case cases[] = {
+        /* A self_fence naming a fence that has no site: strcmp(NULL). */
+        { "{name: dc1-pg, method: postgres, site: dc1, cluster: synapse}",
+          "{name: dc1-pg, method: postgres, cluster: synapse}",
+          "fencing method: missing required key 'site'" },
+        /* A probe's cluster member whose address does not parse, and a
+         * cluster that is not a map: strdup(NULL) of its host or dbname. */
+        { "dc2: 127.0.2.5, dc3", "dc2: \"127.0.2.5:54x2\", dc3", "port must be a number" },
+        { "    synapse:\n      members: {dc1: 127.0.1.5, dc2: 127.0.2.5, dc3: \"127.0.3.5:5432\"}",
+          "    synapse: 5", "a PostgreSQL cluster" },
+        /* An HTTPS key without its certificate was replaced by the peer
+         * key (and leaked). */
+        { "operators:", "api: {https: {listen: \"127.0.2.1:7443\", key_file: api.key}}\noperators:",
+          "cert_file and key_file go together" },
+        /* A name or url that is not a scalar (reported) was then used as a
+         * string: check_name(NULL), strncmp(NULL). */
+        { "{name: dns, kind: dns", "{name: [dns], kind: dns", "'name' must be a single value" },
+        { "url: \"https://matrix.lab.test/\", connect_to: \"127.0.1.10:443\"",
+          "url: [a, b], connect_to: \"127.0.1.10:443\"", "'url' must be a single value" },
+        { "{name: dc1-ok, method: manual", "{name: {a: b}, method: manual",
+          "'name' must be a single value" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *path = variant(cases[i].from, cases[i].to);
+        struct config cfg;
+        struct diag d;
+        diag_init(&d);
+        int r = config_load(&cfg, path, &no_files, &d);
+        if (r == 0 || !has_error(&d, 0, 0, cases[i].expect)) {
+            fprintf(stderr, "case %zu: expected '%s', got:\n", i, cases[i].expect);
+            dump(&d);
+        }
+        assert_int_equal(r, -1);
+        assert_true(has_error(&d, 0, 0, cases[i].expect));
+        config_free(&cfg);
+        diag_free(&d);
+    }
+}
+
 static void test_quorum_must_be_majority(void **state)
 {
     (void)state;
@@ -457,6 +501,32 @@ static void test_runbook_errors(void **state)
     config_free(&cfg);
 }
 
+/* Found by tests/fuzz/fuzz_runbook.c: a step whose id or action is not a
+ * scalar (reported) was then read as a string (strlen(NULL)). */
+static void test_runbook_fuzz_findings(void **state)
+{
+    (void)state;
+    struct config cfg;
+    json_t *ctx = valid_ctx(&cfg);
+    const char *path = write_tmp("rbf.yaml", "runbook: t\n"
+                                             "steps:\n"
+                                             "  - id:\n"
+                                             "      on_failure: stop\n"
+                                             "    action: wait\n"
+                                             "  - id: b\n"
+                                             "    action: [wait, notify]\n");
+    struct diag d;
+    diag_init(&d);
+    struct runbook *rb = NULL;
+    assert_int_equal(rb_load(path, ctx, &rb, &d), -1);
+    assert_null(rb);
+    assert_true(has_error(&d, 4, 7, "'id' must be a single value"));
+    assert_true(has_error(&d, 7, 13, "'action' must be a single value"));
+    diag_free(&d);
+    json_decref(ctx);
+    config_free(&cfg);
+}
+
 static void test_runbook_checked_from_config(void **state)
 {
     (void)state;
@@ -525,12 +595,14 @@ int main(void)
         cmocka_unit_test(test_valid_and_defaults),
         cmocka_unit_test(test_acceptance_misspelled_key_and_unknown_site),
         cmocka_unit_test(test_every_error_reported),
+        cmocka_unit_test(test_fuzz_findings),
         cmocka_unit_test(test_quorum_must_be_majority),
         cmocka_unit_test(test_secret_files),
         cmocka_unit_test(test_cert_validity),
         cmocka_unit_test(test_reload_classify),
         cmocka_unit_test(test_stock_runbook_valid),
         cmocka_unit_test(test_runbook_errors),
+        cmocka_unit_test(test_runbook_fuzz_findings),
         cmocka_unit_test(test_runbook_checked_from_config),
         cmocka_unit_test(test_api_https),
     };

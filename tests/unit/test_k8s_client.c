@@ -1186,6 +1186,70 @@ static void test_secrets_not_logged(void **state)
     free(key_data);
 }
 
+/* k8s_response_parse: what every call does with a response, without a
+ * server (the fuzz harness tests/fuzz/fuzz_k8s.c drives it too). */
+static void test_response_parse(void **state)
+{
+    (void)state;
+    struct k8s_response p;
+    const char *obj = "{\"kind\":\"StatefulSet\",\"metadata\":{\"name\":\"synapse\","
+                      "\"namespace\":\"ess\",\"resourceVersion\":\"7\",\"generation\":3},"
+                      "\"spec\":{\"replicas\":2},\"status\":{\"observedGeneration\":3,"
+                      "\"replicas\":2,\"readyReplicas\":1,\"availableReplicas\":9999999}}";
+    k8s_response_parse(&p, K8S_SHAPE_OBJECT, K8S_DEPLOYMENT, "GET x", 200, obj, strlen(obj));
+    assert_int_equal(p.result.status, 0);
+    assert_int_equal(p.result.http_status, 200);
+    assert_int_equal(p.result.n_objects, 1);
+    const struct k8s_object *o = &p.result.objects[0];
+    assert_int_equal(o->kind, K8S_STATEFULSET);
+    assert_string_equal(o->name, "synapse");
+    assert_string_equal(o->namespace_, "ess");
+    assert_string_equal(o->resource_version, "7");
+    assert_int_equal(o->spec_replicas, 2);
+    assert_int_equal(o->ready_replicas, 1);
+    assert_int_equal(o->available_replicas, 1000000); /* clamped */
+    assert_string_equal(p.result.detail, "GET x: HTTP 200");
+    k8s_response_free(&p);
+
+    /* A Scale: a missing spec.replicas is 0 there (1 in an object). */
+    const char *scale = "{\"metadata\":{\"name\":\"s\"},\"status\":{}}";
+    k8s_response_parse(&p, K8S_SHAPE_SCALE, K8S_DEPLOYMENT, "GET s", 200, scale, strlen(scale));
+    assert_int_equal(p.result.objects[0].spec_replicas, 0);
+    k8s_response_free(&p);
+    k8s_response_parse(&p, K8S_SHAPE_OBJECT, K8S_DEPLOYMENT, "GET s", 200, scale, strlen(scale));
+    assert_int_equal(p.result.objects[0].spec_replicas, 1);
+    k8s_response_free(&p);
+
+    const char *list = "{\"items\":[{\"metadata\":{\"name\":\"a\"}},{\"metadata\":{}}]}";
+    k8s_response_parse(&p, K8S_SHAPE_LIST, K8S_DEPLOYMENT, "LIST", 200, list, strlen(list));
+    assert_int_equal(p.result.status, -EBADMSG);
+    assert_int_equal(p.result.n_objects, 0);
+    assert_string_equal(p.result.detail, "LIST: item 1 has no metadata.name");
+    k8s_response_free(&p);
+    k8s_response_parse(&p, K8S_SHAPE_LIST, K8S_DEPLOYMENT, "LIST", 200, "{}", 2);
+    assert_int_equal(p.result.status, 0);
+    assert_int_equal(p.result.n_objects, 0);
+    k8s_response_free(&p);
+
+    const char *st = "{\"kind\":\"Status\",\"reason\":\"AlreadyExists\",\"message\":\"x exists\"}";
+    k8s_response_parse(&p, K8S_SHAPE_OBJECT, K8S_DEPLOYMENT, "POST", 409, st, strlen(st));
+    assert_int_equal(p.result.status, -EEXIST);
+    assert_string_equal(p.result.reason, "AlreadyExists");
+    assert_string_equal(p.result.detail, "POST: x exists (HTTP 409)");
+    k8s_response_free(&p);
+    k8s_response_parse(&p, K8S_SHAPE_OBJECT, K8S_DEPLOYMENT, "GET", 502, "bad\r\ngateway\x01", 13);
+    assert_int_equal(p.result.status, -EREMOTEIO);
+    assert_string_equal(p.result.detail, "GET: bad  gateway (HTTP 502)");
+    k8s_response_free(&p);
+    k8s_response_parse(&p, K8S_SHAPE_OBJECT, K8S_DEPLOYMENT, "GET", 200, "[1]", 3);
+    assert_int_equal(p.result.status, -EBADMSG);
+    k8s_response_free(&p);
+    k8s_response_parse(&p, K8S_SHAPE_RAW, K8S_DEPLOYMENT, "GET", 204, "", 0);
+    assert_int_equal(p.result.status, 0);
+    assert_null(p.result.body);
+    k8s_response_free(&p);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1217,6 +1281,7 @@ int main(void)
         cmocka_unit_test(test_scale_stale_epoch),
         cmocka_unit_test(test_scale_cancel),
         cmocka_unit_test(test_secrets_not_logged),
+        cmocka_unit_test(test_response_parse),
     };
     return cmocka_run_group_tests(tests, suite_setup, suite_teardown);
 }

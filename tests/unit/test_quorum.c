@@ -99,6 +99,7 @@ static int64_t clock_of(int i)
     return (int64_t)((double)S->t * (1.0 + n->rate)) + n->offset;
 }
 
+static void violation(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void violation(const char *fmt, ...)
 {
     va_list ap;
@@ -809,6 +810,214 @@ static void test_lease_only_for_primary(void **state)
     config_free(&cfg);
 }
 
+/* Found by tests/fuzz/fuzz_quorum.c: the decision's runbook was dropped by
+ * the durable state, the heartbeats and the leader's resends, so a restart
+ * or a peer that learned of a switchover late went on with the failover
+ * runbook. */
+static void hb_from(struct quorum *q, int from, int64_t now)
+{
+    json_t *hb = json_pack("{s:s,s:s,s:I,s:s,s:I,s:{},s:b,s:n}", "t", "hb", "site",
+                           quorum_site_name(q, from), "epoch", (json_int_t)0, "primary", "dc1",
+                           "primary_epoch", (json_int_t)0, "views", "fenced", 0, "decision");
+    quorum_receive(q, from, hb, now);
+    json_decref(hb);
+}
+
+static void test_decision_keeps_its_runbook(void **state)
+{
+    (void)state;
+    struct quorum q;
+    struct config cfg;
+    one_node(&q, &cfg, "dc3");
+    json_t *dec = json_pack("{s:s,s:I,s:s,s:s,s:s,s:s,s:s,s:s}", "t", "decision", "epoch",
+                            (json_int_t)1, "leader", "dc2", "from", "dc1", "to", "dc2", "run",
+                            "dc2-e1-0001", "kind", "switchover", "runbook", "switchover");
+    quorum_receive(&q, 1, dec, 1100);
+    json_decref(dec);
+    assert_int_equal(q.d.decision_epoch, 1);
+    assert_string_equal(q.d.decision_runbook, "switchover");
+    /* Through the disk. */
+    json_t *j = quorum_durable_to_json(&q, &q.d);
+    struct quorum_durable back;
+    assert_int_equal(quorum_durable_from_json(&cfg, j, &back), 0);
+    json_decref(j);
+    assert_string_equal(back.decision_runbook, "switchover");
+    /* In the heartbeats. */
+    cap_reset();
+    quorum_tick(&q, 5000);
+    json_t *hb = cap_last("hb", 0);
+    assert_non_null(hb);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(hb, "decision"), "runbook")),
+        "switchover");
+    cap_reset();
+    config_free(&cfg);
+
+    /* In the leader's resend to a site that has not acknowledged. */
+    one_node(&q, &cfg, "dc2");
+    hb_from(&q, 0, 1100);
+    hb_from(&q, 2, 1100);
+    assert_int_equal(quorum_request(&q, "switchover", 1, "switchover", 1200), 0);
+    json_t *vote =
+        json_pack("{s:s,s:I,s:b}", "t", "vote", "epoch", (json_int_t)q.d.epoch, "granted", 1);
+    quorum_receive(&q, 2, vote, 1300);
+    json_decref(vote);
+    assert_int_equal(q.role, QROLE_LEADER);
+    cap_reset();
+    hb_from(&q, 0, 2000);
+    hb_from(&q, 2, 2000);
+    json_t *again = cap_last("decision", 0);
+    assert_non_null(again);
+    assert_string_equal(json_string_value(json_object_get(again, "runbook")), "switchover");
+    cap_reset();
+    config_free(&cfg);
+}
+
+/* Found by tests/fuzz/fuzz_quorum.c: a decision whose persisting failed was
+ * left in memory, and on_decision then acknowledged it as accepted. */
+static void test_unpersisted_decision_not_acked(void **state)
+{
+    (void)state;
+    struct quorum q;
+    struct config cfg;
+    one_node(&q, &cfg, "dc3");
+    CAP.fail_persist = true;
+    json_t *dec = json_pack("{s:s,s:I,s:s,s:s,s:s,s:s,s:s}", "t", "decision", "epoch",
+                            (json_int_t)1, "leader", "dc2", "from", "dc1", "to", "dc2", "run",
+                            "dc2-e1-0001", "kind", "failover");
+    quorum_receive(&q, 1, dec, 1100);
+    json_t *ack = cap_last("decision-ack", 1);
+    assert_non_null(ack);
+    assert_false(json_is_true(json_object_get(ack, "accepted")));
+    assert_int_equal(q.d.decision_epoch, 0);
+    assert_int_equal(q.d.primary, 0);
+    /* Once the disk works again the same decision is accepted. */
+    CAP.fail_persist = false;
+    quorum_receive(&q, 1, dec, 1200);
+    json_decref(dec);
+    assert_true(json_is_true(json_object_get(cap_last("decision-ack", 1), "accepted")));
+    assert_int_equal(q.d.decision_epoch, 1);
+    cap_reset();
+    config_free(&cfg);
+}
+
+/* Found by tests/fuzz/fuzz_quorum.c: standing for election when the vote
+ * could not be persisted took the epoch back but left the vote for the
+ * next epoch in memory; the next state written was unreadable at restart. */
+static void test_failed_stand_leaves_state_readable(void **state)
+{
+    (void)state;
+    struct quorum q;
+    struct config cfg;
+    one_node(&q, &cfg, "dc3");
+    hb_from(&q, 1, 1100);
+    CAP.fail_persist = true;
+    assert_int_equal(quorum_request(&q, "switchover", 1, "switchover", 1200), 0);
+    assert_int_equal(q.d.epoch, 0);
+    assert_int_equal(q.d.voted_epoch, 0);
+    assert_int_equal(q.d.voted_for, -1);
+    CAP.fail_persist = false;
+    json_t *j = quorum_durable_to_json(&q, &q.d);
+    struct quorum_durable back;
+    assert_int_equal(quorum_durable_from_json(&cfg, j, &back), 0);
+    json_decref(j);
+    cap_reset();
+    config_free(&cfg);
+}
+
+/* Found by tests/fuzz/fuzz_quorum.c: a decision whose run id did not fit
+ * was cut, inside a multibyte character here; the state then failed to
+ * serialise, so the decision was lost on disk and no heartbeat could be
+ * built (the daemon went silent). Such a decision is refused now; and the
+ * run ids a leader makes always fit, whatever the length of its site name. */
+static void test_decision_ids_kept_whole(void **state)
+{
+    (void)state;
+    struct quorum q;
+    struct config cfg;
+    one_node(&q, &cfg, "dc3");
+    char run[64];
+    snprintf(run, sizeof run, "%s\xc3\xa9", "dc2-e1-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"); /* 38 + 2 */
+    json_t *dec =
+        json_pack("{s:s,s:I,s:s,s:s,s:s,s:s,s:s}", "t", "decision", "epoch", (json_int_t)1,
+                  "leader", "dc2", "from", "dc1", "to", "dc2", "run", run, "kind", "failover");
+    assert_non_null(dec);
+    quorum_receive(&q, 1, dec, 1100);
+    json_decref(dec);
+    assert_false(json_is_true(json_object_get(cap_last("decision-ack", 1), "accepted")));
+    assert_int_equal(q.d.decision_epoch, 0);
+    cap_reset();
+    quorum_tick(&q, 5000);
+    assert_non_null(cap_last("hb", 0));
+    cap_reset();
+    config_free(&cfg);
+
+    /* A long site name: the leader's run ids differ from epoch to epoch. */
+    struct diag d;
+    diag_init(&d);
+    struct config_load_opts o = { .no_file_checks = true, .skip_runbooks = true };
+    assert_int_equal(config_load(&cfg, "tests/fixtures/config/valid.yaml", &o, &d), 0);
+    diag_free(&d);
+    const char *longname = "datacenter-two-frankfurt-zone-b-rack-42";
+    free(cfg.sites[1].name);
+    cfg.sites[1].name = strdup(longname);
+    free(cfg.site);
+    cfg.site = strdup(longname);
+    static const struct quorum_io io = { cap_send, cap_persist, NULL, NULL, NULL, NULL, NULL };
+    assert_int_equal(quorum_init(&q, &cfg, &io, NULL, 1000, 1), 0);
+    hb_from(&q, 0, 1100);
+    hb_from(&q, 2, 1100);
+    assert_int_equal(quorum_request(&q, "switchover", 1, "switchover", 1200), 0);
+    json_t *vote = json_pack("{s:s,s:I,s:b}", "t", "vote", "epoch", (json_int_t)1, "granted", 1);
+    quorum_receive(&q, 2, vote, 1300);
+    json_decref(vote);
+    assert_int_equal(q.d.decision_epoch, 1);
+    assert_non_null(strstr(q.d.decision_run, "-e1-"));
+    cap_reset();
+    config_free(&cfg);
+}
+
+/* Found by tests/fuzz/fuzz_quorum.c: a state file whose decision names a
+ * site the configuration does not have (say, renamed since) was accepted
+ * with the site as -1; no heartbeat could then be built, so the daemon went
+ * silent. A vote for an unknown site read as "no vote" (a second vote in
+ * that epoch possible). Both are refused now, like any damaged state. */
+static void test_state_file_with_unknown_sites(void **state)
+{
+    (void)state;
+    struct config cfg;
+    struct diag d;
+    diag_init(&d);
+    struct config_load_opts o = { .no_file_checks = true, .skip_runbooks = true };
+    assert_int_equal(config_load(&cfg, "tests/fixtures/config/valid.yaml", &o, &d), 0);
+    diag_free(&d);
+    static const char *const good =
+        "{\"epoch\":5,\"voted_epoch\":5,\"voted_for\":\"dc2\",\"primary\":\"dc2\","
+        "\"primary_epoch\":5,\"fenced\":false,\"decision\":{\"epoch\":5,\"from\":\"dc1\","
+        "\"to\":\"dc2\",\"leader\":\"dc2\",\"run\":\"dc2-e5-0a0a\",\"kind\":\"failover\"}}";
+    static const char *const bad[] = {
+        "{\"epoch\":5,\"voted_epoch\":5,\"voted_for\":\"dc6\",\"primary\":\"dc1\"}",
+        "{\"epoch\":5,\"primary\":\"dc2\",\"decision\":{\"epoch\":5,\"from\":\"dc6\","
+        "\"to\":\"dc2\",\"leader\":\"dc2\",\"run\":\"r\",\"kind\":\"failover\"}}",
+        "{\"epoch\":5,\"primary\":\"dc2\",\"decision\":{\"epoch\":5,\"from\":\"dc1\","
+        "\"to\":\"dc2\",\"leader\":\"dc2\",\"run\":\"0123456789012345678901234567890123456789\"}}",
+    };
+    struct quorum_durable dur;
+    json_t *j = json_loads(good, 0, NULL);
+    assert_int_equal(quorum_durable_from_json(&cfg, j, &dur), 0);
+    json_decref(j);
+    assert_int_equal(dur.voted_for, 1);
+    assert_int_equal(dur.decision_from, 0);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        j = json_loads(bad[i], 0, NULL);
+        assert_non_null(j);
+        if (quorum_durable_from_json(&cfg, j, &dur) != -1)
+            fail_msg("state file %zu accepted", i);
+        json_decref(j);
+    }
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -825,6 +1034,11 @@ int main(void)
         cmocka_unit_test(test_one_vote_per_epoch),
         cmocka_unit_test(test_vote_needs_own_sdown_and_disk),
         cmocka_unit_test(test_lease_only_for_primary),
+        cmocka_unit_test(test_decision_keeps_its_runbook),
+        cmocka_unit_test(test_unpersisted_decision_not_acked),
+        cmocka_unit_test(test_failed_stand_leaves_state_readable),
+        cmocka_unit_test(test_decision_ids_kept_whole),
+        cmocka_unit_test(test_state_file_with_unknown_sites),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -347,6 +347,44 @@ static void test_password_not_logged(void **state)
     assert_null(strstr(text, "wrong"));
 }
 
+/* redfish_response_parse: what both calls do with a response, without a
+ * BMC (the fuzz harness tests/fuzz/fuzz_redfish.c drives it too). */
+static void test_response_parse(void **state)
+{
+    (void)state;
+    struct redfish_response p;
+    const char *sys = "{\"PowerState\":\"On\",\"Actions\":{\"#ComputerSystem.Reset\":"
+                      "{\"target\":\"/redfish/v1/Systems/1/Actions/ComputerSystem.Reset\"}}}";
+    redfish_response_parse(&p, true, "/redfish/v1/Systems/1", "GET s", 200, sys, strlen(sys));
+    assert_int_equal(p.result.status, 0);
+    assert_non_null(p.result.system);
+    assert_string_equal(p.result.system->power_state, "On");
+    assert_string_equal(p.result.system->reset_target,
+                        "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset");
+    redfish_response_free(&p);
+    /* No target, or one that is not a path: the standard one. */
+    const char *rel = "{\"Actions\":{\"#ComputerSystem.Reset\":{\"target\":\"http://x/y\"}}}";
+    redfish_response_parse(&p, true, "/redfish/v1/Systems/7", "GET s", 200, rel, strlen(rel));
+    assert_string_equal(p.result.system->power_state, "");
+    assert_string_equal(p.result.system->reset_target,
+                        "/redfish/v1/Systems/7/Actions/ComputerSystem.Reset");
+    redfish_response_free(&p);
+    redfish_response_parse(&p, true, "/redfish/v1/Systems/1", "GET s", 200, "\"On\"", 4);
+    assert_int_equal(p.result.status, -EBADMSG);
+    assert_null(p.result.system);
+    redfish_response_free(&p);
+    const char *err = "{\"error\":{\"message\":\"generic\",\"@Message.ExtendedInfo\":"
+                      "[{\"Message\":\"The system is busy.\"}]}}";
+    redfish_response_parse(&p, false, NULL, "POST reset", 409, err, strlen(err));
+    assert_int_equal(p.result.status, -EBUSY);
+    assert_string_equal(p.result.detail, "POST reset: The system is busy. (HTTP 409)");
+    redfish_response_free(&p);
+    redfish_response_parse(&p, false, NULL, "POST reset", 204, "", 0);
+    assert_int_equal(p.result.status, 0);
+    assert_null(p.result.system);
+    redfish_response_free(&p);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -360,6 +398,7 @@ int main(void)
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_timeout_and_cancel),
         cmocka_unit_test(test_password_not_logged),
+        cmocka_unit_test(test_response_parse),
     };
     return cmocka_run_group_tests(tests, suite_setup, suite_teardown);
 }

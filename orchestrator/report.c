@@ -454,9 +454,10 @@ void report_html(json_t *rep, struct buf *b)
     /* Every value from the journal is escaped: it is data, possibly a
      * peer's, never markup. */
     esc_all(b, "runbook <b>", sval(run, "runbook"), "</b> (", sval(run, "kind"), "), ",
-            sval(run, "from"), " &rarr; ", sval(run, "to"), NULL);
+            sval(run, "from"), " &rarr; ", sval(run, "to"), (const char *)NULL);
     buf_printf(b, ", epoch %lld, leader ", (long long)ival(run, "epoch"));
-    esc_all(b, "", sval(run, "leader"), ", state <b>", sval(run, "state"), "</b>", NULL);
+    esc_all(b, "", sval(run, "leader"), ", state <b>", sval(run, "state"), "</b>",
+            (const char *)NULL);
     if (json_object_get(run, "end_reason")) {
         buf_append_str(b, ": ");
         esc(b, sval(run, "end_reason"));
@@ -473,7 +474,7 @@ void report_html(json_t *rep, struct buf *b)
     json_array_foreach(json_object_get(run, "steps"), i, s)
     {
         esc_all(b, "<tr><td>", sval(s, "id"), "</td><td>", sval(s, "action"), "</td><td class=\"",
-                sval(s, "state"), "\">", sval(s, "state"), "</td>", NULL);
+                sval(s, "state"), "\">", sval(s, "state"), "</td>", (const char *)NULL);
         buf_printf(b, "<td>%.1f s</td><td>", (double)ival(s, "waited_ms") / 1000.0);
         esc(b, sval(s, "detail"));
         buf_append_str(b, "</td></tr>\n");
@@ -487,7 +488,7 @@ void report_html(json_t *rep, struct buf *b)
         buf_printf(b, "<tr><td>%s</td><td>", t);
         esc(b, sval(s, "who"));
         esc_all(b, "</td><td>", sval(s, "decision"), "</td><td>", sval(s, "step"), "</td><td>",
-                NULL);
+                (const char *)NULL);
         esc(b, sval(s, "shown"));
         buf_append_str(b, "</td></tr>\n");
     }
@@ -499,7 +500,7 @@ void report_html(json_t *rep, struct buf *b)
         char t[40];
         fmt_time(ival(s, "ts_ms"), t, sizeof t);
         esc_all(b, "<tr><td>", t, "</td><td>", sval(s, "site"), "</td><td>", sval(s, "probe"),
-                "</td><td>", sval(s, "state"), "</td><td>", NULL);
+                "</td><td>", sval(s, "state"), "</td><td>", (const char *)NULL);
         esc(b, sval(s, "detail"));
         buf_append_str(b, "</td></tr>\n");
     }

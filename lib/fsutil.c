@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +45,7 @@ static int fsync_dir_of(const char *path)
     return r;
 }
 
-int fsutil_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+static int write_atomic(const char *path, const void *data, size_t len, mode_t mode, bool sync)
 {
     char tmp[4200];
     int n = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
@@ -55,7 +56,7 @@ int fsutil_write_atomic(const char *path, const void *data, size_t len, mode_t m
     if (fd < 0)
         return -errno;
     result = write_all(fd, data, len);
-    if (result == 0 && fsync(fd) < 0)
+    if (result == 0 && sync && fsync(fd) < 0)
         result = -errno;
     if (close(fd) < 0 && result == 0)
         result = -errno;
@@ -65,7 +66,17 @@ int fsutil_write_atomic(const char *path, const void *data, size_t len, mode_t m
         unlink(tmp);
         return result;
     }
-    return fsync_dir_of(path);
+    return sync ? fsync_dir_of(path) : 0;
+}
+
+int fsutil_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+    return write_atomic(path, data, len, mode, true);
+}
+
+int fsutil_replace(const char *path, const void *data, size_t len, mode_t mode)
+{
+    return write_atomic(path, data, len, mode, false);
 }
 
 int fsutil_read(const char *path, struct buf *b)

@@ -13,6 +13,10 @@
 
 /* 0 or a negative errno. */
 int fsutil_write_atomic(const char *path, const void *data, size_t len, mode_t mode);
+/* The same replacement without fsync: readers see the old or the new file,
+ * whole, as long as the machine stays up (a power cut may leave either, or
+ * an empty file). For state only worth keeping across a process restart. */
+int fsutil_replace(const char *path, const void *data, size_t len, mode_t mode);
 /* Reads a whole file into b (whose cap bounds it). -ENOENT when absent,
  * -EMSGSIZE when larger than the cap. */
 int fsutil_read(const char *path, struct buf *b);

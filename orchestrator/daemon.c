@@ -17,6 +17,7 @@
 #include "lib/sdnotify.h"
 #include "orchestrator/cli.h"
 #include "orchestrator/control.h"
+#include "orchestrator/lease_file.h"
 #include "orchestrator/notify.h"
 #include "orchestrator/peers.h"
 #include "orchestrator/readiness.h"
@@ -139,7 +140,9 @@ struct fence_job {
 
 /* A self-fence that failed (its PostgreSQL down at the time, say) is tried
  * again while the site stays fenced: a server that comes back must not
- * come back writable. From 2 s, doubling up to 30 s. */
+ * come back writable. Lifting a fence that failed (the Kubernetes API
+ * unreachable, say) is tried again while the lease is held: ESS must not
+ * stay at 0 replicas at the primary. From 2 s, doubling up to 30 s. */
 #define FENCE_RETRY_MIN_MS 2000
 #define FENCE_RETRY_MAX_MS 30000
 
@@ -156,9 +159,15 @@ static void on_self_fence_done(struct fence_op *op, int status, const char *deta
         d->fences_failed++;
     if (status != 0 && status != -ECANCELED)
         d->fence_round_failed = true;
-    log_ev(status == 0 ? LOG_INFO : LOG_ERROR, status == 0 ? "+fence-verified" : "-fence-failed",
-           detail, { "fence", job->name });
-    if (d->fences_running == 0 && !d->fence_round_unfence) {
+    if (status == -ECANCELED && d->fence_pending)
+        log_ev(LOG_INFO, "fence-superseded",
+               d->fence_pending_unfence ? "cancelled: the fence is being lifted"
+                                        : "cancelled: the site is being fenced again",
+               { "fence", job->name });
+    else
+        log_ev(status == 0 ? LOG_INFO : LOG_ERROR,
+               status == 0 ? "+fence-verified" : "-fence-failed", detail, { "fence", job->name });
+    if (d->fences_running == 0) {
         if (d->fence_round_failed) {
             d->fence_retry_ms = d->fence_retry_ms ? d->fence_retry_ms * 2 : FENCE_RETRY_MIN_MS;
             if (d->fence_retry_ms > FENCE_RETRY_MAX_MS)
@@ -171,6 +180,7 @@ static void on_self_fence_done(struct fence_op *op, int status, const char *deta
 }
 
 static void clients_release(struct daemon *d);
+static void start_fence_round(struct daemon *d, bool unfence, const char *why);
 
 static void on_self_fence_released(void *arg)
 {
@@ -183,12 +193,37 @@ static void on_self_fence_released(void *arg)
         }
     }
     free(job);
-    if (d->stopping)
+    if (d->stopping) {
         clients_release(d);
+    } else if (!d->fence_jobs && d->fence_pending) {
+        d->fence_pending = false;
+        start_fence_round(d, d->fence_pending_unfence, d->fence_pending_why);
+    }
 }
 
-/* Runs (or lifts) every fence this site applies to itself. */
+/* Runs (or lifts) every fence this site applies to itself. One round at a
+ * time: a fence and its lifting both act on the same things (the same
+ * Deployments, the same PostgreSQL setting), and a late request of an old
+ * round landing after the new one would undo it (ESS left at 0 replicas
+ * while the lease is held, say) - and its verification would wait for a
+ * state that is no longer wanted. So a round still running is cancelled,
+ * and the new one starts once every job of the old one has let go. */
 static void run_self_fences(struct daemon *d, bool unfence, const char *why)
+{
+    if (d->fence_jobs && !d->stopping) {
+        d->fence_pending = true;
+        d->fence_pending_unfence = unfence;
+        snprintf(d->fence_pending_why, sizeof d->fence_pending_why, "%s", why);
+        for (struct fence_job *j = d->fence_jobs; j; j = j->next) {
+            if (!j->done)
+                fence_cancel(j->op);
+        }
+        return;
+    }
+    start_fence_round(d, unfence, why);
+}
+
+static void start_fence_round(struct daemon *d, bool unfence, const char *why)
 {
     const struct cfg_site *self = &d->cfg.sites[d->self];
     if (d->stopping) {
@@ -285,6 +320,21 @@ static void on_peer_msg(struct peers *p, int site, json_t *msg, void *arg)
     quorum_receive(&d->q, site, msg, loop_now_ms());
 }
 
+/* Every renewal of our lease (or its loss) goes to the lease file, at most
+ * one tick late: a late save only makes a restart fence sooner. */
+static void save_lease(struct daemon *d)
+{
+    int64_t now = loop_now_ms();
+    int64_t until = quorum_lease_until(&d->q, now);
+    if (until == d->lease_saved_until)
+        return;
+    int r = lease_file_save(d->lease_path, d->q.d.primary_epoch, until ? until - now : 0);
+    if (r < 0 && d->lease_saved_until >= 0)
+        log_ev(LOG_WARN, "lease-file", "cannot save the lease: a restart of this daemon will fence",
+               { "file", d->lease_path }, { "error", strerror(-r) });
+    d->lease_saved_until = r < 0 ? -1 : until;
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct daemon *d = t->data;
@@ -297,11 +347,16 @@ static void on_tick(uv_timer_t *t)
         d->next_watchdog_ms = loop_now_ms() + wd / 2;
     }
     reload_tick(d);
-    if (d->q.self_fenced && d->fence_round_failed && !d->fence_round_unfence &&
-        d->fences_running == 0 && loop_now_ms() >= d->next_fence_retry_ms) {
-        log_ev(LOG_WARN, "+self-fence", "trying the self-fence again: the last one failed",
-               { "reason", d->q.fence_reason });
-        run_self_fences(d, false, "retrying a self-fence that failed");
+    if (d->fence_round_failed && !d->fence_jobs && loop_now_ms() >= d->next_fence_retry_ms) {
+        if (d->q.self_fenced && !d->fence_round_unfence) {
+            log_ev(LOG_WARN, "+self-fence", "trying the self-fence again: the last one failed",
+                   { "reason", d->q.fence_reason });
+            run_self_fences(d, false, "retrying a self-fence that failed");
+        } else if (!d->q.self_fenced && d->fence_round_unfence &&
+                   quorum_holds_lease(&d->q, loop_now_ms())) {
+            log_ev(LOG_WARN, "-self-fence", "lifting the fence again: the last attempt failed");
+            run_self_fences(d, true, "retrying to lift a fence");
+        }
     }
     /* While a reload replaces the probes, the views stay as they were. */
     if (d->probes_open) {
@@ -313,6 +368,7 @@ static void on_tick(uv_timer_t *t)
     if (d->readiness)
         readiness_tick(d->readiness);
     quorum_tick(&d->q, loop_now_ms());
+    save_lease(d);
 }
 
 /* ---- stop ---- */
@@ -530,6 +586,7 @@ int daemon_run(const char *config_path)
         goto out_cfg;
     }
     snprintf(d->state_path, sizeof d->state_path, "%s/quorum.json", d->cfg.state_dir);
+    snprintf(d->lease_path, sizeof d->lease_path, "%s/lease", d->cfg.state_dir);
     struct quorum_durable dur;
     bool found = false;
     if (load_state(d, &dur, &found) < 0) {
@@ -554,6 +611,8 @@ int daemon_run(const char *config_path)
                 (uint64_t)uv_hrtime() ^ (uint64_t)getpid());
     if (!found)
         io_persist(&d->q, &d->q.d);
+    quorum_restore_lease(&d->q, lease_file_load(d->lease_path, d->q.d.primary_epoch),
+                         loop_now_ms());
     char epoch[24];
     snprintf(epoch, sizeof epoch, "%lld", (long long)d->q.d.epoch);
     log_ev(LOG_INFO, "start", "triad daemon starting", { "version", TRIAD_VERSION },

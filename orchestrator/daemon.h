@@ -39,6 +39,8 @@ struct daemon {
     struct quorum q;
     uv_timer_t tick;
     char state_path[4096];
+    char lease_path[4096];     /* the lease across a restart (lease_file.h) */
+    int64_t lease_saved_until; /* quorum_lease_until last saved */
     int self;
     int64_t started_ms;
     int64_t next_watchdog_ms;
@@ -50,6 +52,10 @@ struct daemon {
     struct fence_job *fence_jobs; /* until each let go of the HTTP client */
     bool fence_round_failed;      /* the last self-fence round had a failure */
     bool fence_round_unfence;     /* ... and it was lifting the fence */
+    /* A round asked for while another still runs: that one is cancelled and
+     * this one starts once its jobs have let go (rounds never overlap). */
+    bool fence_pending, fence_pending_unfence;
+    char fence_pending_why[128];
     int64_t fence_retry_ms, next_fence_retry_ms;
     int client_users; /* while stopping: runs + fence jobs left */
 };

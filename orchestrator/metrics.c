@@ -97,7 +97,7 @@ void metrics_render(struct daemon *d, struct buf *b)
                                                      QSITE_ODOWN, QSITE_FENCED };
     help(b, "triad_site_state", "gauge", "1 for the state this daemon sees each site in");
     for (int i = 0; i < (int)d->cfg.n_sites; i++) {
-        enum quorum_site_state st = quorum_site_state(&d->q, i);
+        enum quorum_site_state st = quorum_site_state(&d->q, i, loop_now_ms());
         for (size_t k = 0; k < sizeof states / sizeof states[0]; k++)
             buf_printf(b, "triad_site_state{site=\"%s\",state=\"%s\"} %d\n", d->cfg.sites[i].name,
                        quorum_site_state_name(states[k]), st == states[k]);

@@ -196,16 +196,19 @@ static void update_odown(struct quorum *q, int64_t now)
     }
 }
 
-static bool fresh_fenced(const struct quorum *q, int site)
+/* A peer's word that it is fenced counts while we hear it: the last
+ * heartbeat before a cut may predate a lifted fence, and a site cut off
+ * since is reported by what we see of it (sdown, odown). */
+static bool fresh_fenced(const struct quorum *q, int site, int64_t now)
 {
-    return q->peers[site].heard && q->peers[site].fenced;
+    return fresh(q, site, now) && q->peers[site].fenced;
 }
 
-enum quorum_site_state quorum_site_state(const struct quorum *q, int site)
+enum quorum_site_state quorum_site_state(const struct quorum *q, int site, int64_t now_ms)
 {
     if (site == q->self && q->self_fenced)
         return QSITE_FENCED;
-    if (site != q->self && fresh_fenced(q, site))
+    if (site != q->self && fresh_fenced(q, site, now_ms))
         return QSITE_FENCED;
     if (q->odown[site])
         return QSITE_ODOWN;
@@ -284,6 +287,27 @@ bool quorum_holds_lease(const struct quorum *q, int64_t now_ms)
            now_ms < q->lease_from_ms + lease_timeout(q);
 }
 
+int64_t quorum_lease_until(const struct quorum *q, int64_t now_ms)
+{
+    return quorum_holds_lease(q, now_ms) ? q->lease_from_ms + lease_timeout(q) : 0;
+}
+
+bool quorum_restore_lease(struct quorum *q, int64_t remaining_ms, int64_t now_ms)
+{
+    if (q->d.primary != q->self || q->hard_fenced || q->self_fenced || remaining_ms <= 0)
+        return false;
+    if (remaining_ms > lease_timeout(q))
+        remaining_ms = lease_timeout(q);
+    int64_t from = now_ms - lease_timeout(q) + remaining_ms;
+    if (from <= q->lease_from_ms)
+        return false;
+    q->lease_from_ms = from;
+    q->lease_valid = true;
+    event(q, "+lease", "site=%s restored=true remaining_ms=%lld", quorum_site_name(q, q->self),
+          (long long)remaining_ms);
+    return true;
+}
+
 static void update_lease(struct quorum *q, int64_t now)
 {
     if (q->d.primary != q->self || q->hard_fenced)
@@ -302,7 +326,10 @@ static void update_lease(struct quorum *q, int64_t now)
         return;
     }
     if (q->lease_valid || !q->self_fenced) {
-        event(q, "+lease-lost", "no majority for %lld ms", (long long)(now - q->lease_from_ms));
+        if (q->lease_valid)
+            event(q, "+lease-lost", "no majority for %lld ms", (long long)(now - q->lease_from_ms));
+        else
+            event(q, "+lease-lost", "no majority has granted the lease yet");
         q->lease_valid = false;
         fence_self(q, "lease lost: no majority heard within lease_timeout", false);
     }

@@ -186,7 +186,7 @@ void quorum_tick(struct quorum *q, int64_t now_ms);
 int quorum_request(struct quorum *q, const char *kind, int to, const char *runbook, int64_t now_ms);
 
 /* Site state as this daemon reports it (status, metrics). */
-enum quorum_site_state quorum_site_state(const struct quorum *q, int site);
+enum quorum_site_state quorum_site_state(const struct quorum *q, int site, int64_t now_ms);
 const char *quorum_site_state_name(enum quorum_site_state s);
 /* How many sites (us included) we hear from in fresh views. */
 int quorum_have(const struct quorum *q, int64_t now_ms);
@@ -196,6 +196,16 @@ bool quorum_has_majority(const struct quorum *q, int64_t now_ms);
 bool quorum_lease_expired(const struct quorum *q, int64_t now_ms);
 /* As primary: whether we hold the lease now. */
 bool quorum_holds_lease(const struct quorum *q, int64_t now_ms);
+/* As primary: when the lease we hold ends (our clock), 0 when we hold none.
+ * The daemon saves it (orchestrator/lease_file.h) so that a restart of the
+ * daemon alone does not fence a primary whose lease is still good. */
+int64_t quorum_lease_until(const struct quorum *q, int64_t now_ms);
+/* Right after quorum_init: a lease held before a restart, with remaining_ms
+ * of it left (capped at lease_timeout). Granted by a majority that promised
+ * not to count it over before its end, so holding it until then is as safe
+ * as before the restart. Ignored unless we are the primary and not fenced.
+ * Returns whether it was taken. */
+bool quorum_restore_lease(struct quorum *q, int64_t remaining_ms, int64_t now_ms);
 int quorum_site_index(const struct quorum *q, const char *name);
 const char *quorum_site_name(const struct quorum *q, int site);
 

@@ -21,8 +21,8 @@ json_t *daemon_status(struct daemon *d)
                 json_array_append_new(probes, probe_to_json(&d->probes.probes[k]));
         }
         json_t *s = json_pack("{s:s,s:s,s:s,s:o}", "role", config_role_name(d->cfg.sites[i].role),
-                              "state", quorum_site_state_name(quorum_site_state(q, i)), "health",
-                              health_state_name(q->own_view[i]), "probes", probes);
+                              "state", quorum_site_state_name(quorum_site_state(q, i, now)),
+                              "health", health_state_name(q->own_view[i]), "probes", probes);
         if (i != d->self && d->peers) {
             int64_t heard = peers_last_heard(d->peers, i);
             json_object_set_new(s, "link", json_string(peers_link_state(d->peers, i)));
@@ -52,6 +52,10 @@ json_t *daemon_status(struct daemon *d)
         q->self_fenced, "decision", decision, "sites", sites, "run",
         d->runs ? runs_status(d->runs) : json_null(), "readiness", readiness_status(d->readiness),
         "uptime_s", (json_int_t)((now - d->started_ms) / 1000));
+    /* Fence (or unfence) actions still running: the state above is what
+     * the quorum decided, this says whether the world has caught up. */
+    json_object_set_new(json_object_get(st, "lease"), "fence_actions_running",
+                        json_integer(d->fences_running));
     json_object_set_new(st, "mode", json_string(config_mode_name(d->cfg.failover.mode)));
     json_object_set_new(st, "reload_pending", json_boolean(reload_pending()));
     return st;

@@ -172,7 +172,7 @@ static void check_state(const struct quorum *q, int64_t now)
     int have = quorum_have(q, now);
     FUZZ_CHECK(have >= 1 && have <= q->n, "quorum_have %d", have);
     for (int i = 0; i < q->n; i++) {
-        enum quorum_site_state s = quorum_site_state(q, i);
+        enum quorum_site_state s = quorum_site_state(q, i, now);
         FUZZ_CHECK(s <= QSITE_FENCED, "site state %d", (int)s);
         FUZZ_CHECK(quorum_site_state_name(s) != NULL, "no name for state %d", (int)s);
     }

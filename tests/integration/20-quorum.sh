@@ -11,7 +11,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export LAB_DIR=/tmp/triad-lab-q LAB_NETNS=triad-lab-q
 . tests/integration/lablib.sh
-trap '"$LAB" down >/dev/null 2>&1' EXIT
+trap lab_down EXIT
 
 "$LAB" down >/dev/null 2>&1
 if ! "$LAB" up >/dev/null 2>&1; then
@@ -28,10 +28,49 @@ check "every daemon sees every site up" wait_for 10 bash -c "
     done; done"
 check "epoch 0, no leader, DC1 primary and not fenced" bash -c "
     [ \"\$(ip netns exec $LAB_NETNS $TRIAD status --json -c $LAB_DIR/dc2/triad.yaml | jq -r '[.epoch, .leader, .primary_site] | join(\",\")')\" = 0,,dc1 ]"
-nsx curl -s --unix-socket "$LAB_DIR/dc1/triad.sock" http://triad/metrics >"$LAB_DIR/metrics.txt"
-check "/metrics reports lease, quorum and probes" bash -c "grep -q '^triad_lease_held 1' $LAB_DIR/metrics.txt &&
+check "/metrics reports lease, quorum and probes" wait_for 10 bash -c "
+    ip netns exec $LAB_NETNS curl -s --unix-socket $LAB_DIR/dc1/triad.sock http://triad/metrics >$LAB_DIR/metrics.txt &&
+    grep -q '^triad_lease_held 1' $LAB_DIR/metrics.txt &&
     grep -q '^triad_quorum_have 3' $LAB_DIR/metrics.txt &&
-    grep -qF 'triad_probe_up{site=\"dc2\",probe=\"postgres\"} 1' $LAB_DIR/metrics.txt"
+    grep -qF 'triad_probe_up{site=\"dc2\",probe=\"postgres\"} 1' $LAB_DIR/metrics.txt" ||
+    diag "$(wc -c <"$LAB_DIR/metrics.txt") bytes of metrics" \
+        "$(grep -E '^triad_(lease_held|quorum_have)|probe_up.site="dc2"' "$LAB_DIR/metrics.txt")"
+
+# --- DC1's daemon restarted: it keeps its lease (state_dir/lease) ---
+mark_logs
+"$LAB" daemons restart dc1 >/dev/null 2>&1
+check "DC1's daemon restarted: its lease is restored, not fenced" \
+    wait_for 10 bash -c "tail -c +$((MARK[dc1] + 1)) $LAB_DIR/dc1/triad.log | grep -q 'event=+lease .*restored=true'"
+check "... and renewed by the peers" wait_for 10 st_is dc1 '[.lease.held, .lease.fenced]|tostring' '[true,false]'
+check "... with no self-fence on the way" test "$(events dc1 +self-fence)" -eq 0
+check "... DC1's PostgreSQL stayed writable" bash -c "[ \"\$('$LAB' sql dc1 postgres 'SHOW default_transaction_read_only')\" = off ]"
+
+# --- the lease back while DC1's fence still runs: that fence is cancelled,
+# then the fence is lifted (rounds never overlap); lifting it fails (the
+# Kubernetes API answers 500) and is tried again ---
+"$LAB" daemons stop all >/dev/null 2>&1
+rm -rf "$LAB_DIR"/dc?/state # no lease file: DC1 starts without a lease
+echo timeout >"$LAB_DIR/dc1/k8s-fault"
+mark_logs
+"$LAB" daemons start dc1 >/dev/null 2>&1
+wait_for 10 bash -c "tail -c +$((MARK[dc1] + 1)) $LAB_DIR/dc1/triad.log | grep -q 'event=fence method=postgres'"
+sleep 0.5 # the Kubernetes fence's first request is in, and hangs
+echo 500 >"$LAB_DIR/dc1/k8s-fault"
+"$LAB" daemons start dc2 >/dev/null 2>&1
+"$LAB" daemons start dc3 >/dev/null 2>&1
+check "DC1 alone at start fences itself; the lease comes back while its Kubernetes fence hangs: that fence is cancelled" \
+    wait_for 15 bash -c "tail -c +$((MARK[dc1] + 1)) $LAB_DIR/dc1/triad.log | grep -q 'event=fence-superseded fence=dc1-ess'"
+check "... lifting the fence fails while the Kubernetes API answers 500" \
+    wait_for 15 bash -c "tail -c +$((MARK[dc1] + 1)) $LAB_DIR/dc1/triad.log | grep -q 'event=unfence method=k8s name=dc1-ess site=dc1 result=failed'"
+: >"$LAB_DIR/dc1/k8s-fault"
+check "... and is tried again, and verified, once it answers" \
+    wait_for 15 bash -c "tail -c +$((MARK[dc1] + 1)) $LAB_DIR/dc1/triad.log | grep -q 'event=unfence method=k8s name=dc1-ess site=dc1 result=verified'"
+check "... nothing left running, PostgreSQL writable" bash -c "
+    [ \"\$(ip netns exec $LAB_NETNS $TRIAD status --json -c $LAB_DIR/dc1/triad.yaml | jq -c '[.lease.fenced, .lease.fence_actions_running]')\" = '[false,0]' ] &&
+    [ \"\$('$LAB' sql dc1 postgres 'SHOW default_transaction_read_only')\" = off ]"
+check "... the retry is logged" bash -c "tail -c +$((MARK[dc1] + 1)) $LAB_DIR/dc1/triad.log | grep -q 'lifting the fence again'"
+wait_for 10 st_is dc2 .quorum.have 3
+wait_for 10 st_is dc3 .quorum.have 3
 
 # --- DC1 killed ---
 t0=$(date +%s%N)

@@ -13,7 +13,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export LAB_DIR=/tmp/triad-lab-rl LAB_NETNS=triad-lab-rl
 . tests/integration/lablib.sh
-trap '[ "${KEEP_LAB:-0}" = 1 ] || "$LAB" down >/dev/null 2>&1' EXIT
+trap 'lab_down' EXIT
 
 "$LAB" down >/dev/null 2>&1
 "$LAB" up >/dev/null 2>&1 || { not_ok "lab up"; tap_done; exit 1; }

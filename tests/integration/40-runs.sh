@@ -17,7 +17,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export LAB_DIR=/tmp/triad-lab-r LAB_NETNS=triad-lab-r
 . tests/integration/lablib.sh
-trap '[ "${KEEP_LAB:-0}" = 1 ] || "$LAB" down >/dev/null 2>&1; tmux kill-session -t triad-console-test 2>/dev/null' EXIT
+trap 'lab_down; tmux kill-session -t triad-console-test 2>/dev/null' EXIT
 
 RB=$LAB_DIR/test-runbook.yaml
 TOKEN=s3cret-token-of-the-bot

@@ -20,7 +20,7 @@ fi
 export LAB_DIR=/tmp/triad-lab-h LAB_NETNS=triad-lab-h
 . tests/integration/lablib.sh
 BLOCKER=
-trap '[ -n "$BLOCKER" ] && kill "$BLOCKER" 2>/dev/null; [ "${KEEP_LAB:-0}" = 1 ] || "$LAB" down >/dev/null 2>&1' EXIT
+trap '[ -n "$BLOCKER" ] && kill "$BLOCKER" 2>/dev/null; lab_down' EXIT
 
 S=$LAB_DIR/secrets
 TOKEN=lab-https-token-of-the-bot

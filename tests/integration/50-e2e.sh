@@ -21,7 +21,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export LAB_DIR=/tmp/triad-lab-e LAB_NETNS=triad-lab-e
 . tests/integration/lablib.sh
-trap '[ "${KEEP_LAB:-0}" = 1 ] || "$LAB" down >/dev/null 2>&1' EXIT
+trap 'lab_down' EXIT
 LOG=$PWD/${BUILD:-build}/test-logs/50-e2e.detail.log
 mkdir -p "$(dirname "$LOG")"
 : >"$LOG"

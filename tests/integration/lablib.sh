@@ -60,6 +60,23 @@ lab_reset() {
     "$LAB" daemons start all >/dev/null 2>&1 || return 1
     mark_logs
     wait_for 20 st_is dc1 .lease.held true &&
+        wait_for 10 st_is dc1 '[.lease.fenced, .lease.fence_actions_running]|tostring' '[false,0]' &&
+        wait_for 10 bash -c "[ \"\$('$LAB' sql dc1 postgres 'SHOW default_transaction_read_only')\" = off ]" &&
         wait_for 10 st_is dc2 .quorum.have 3 &&
         wait_for 10 st_is dc3 .quorum.have 3
+}
+
+# For the EXIT trap: after a failure, keep each daemon's log beside the
+# suite's (build/test-logs/SUITE-dcN.log), then take the lab down unless
+# KEEP_LAB=1.
+lab_down() {
+    local s suite
+    suite=$(basename "$0" .sh)
+    if [ "${tap_failed:-0}" -gt 0 ]; then
+        mkdir -p "${BUILD:-build}/test-logs"
+        for s in dc1 dc2 dc3; do
+            cp "$LAB_DIR/$s/triad.log" "${BUILD:-build}/test-logs/$suite-$s.log" 2>/dev/null
+        done
+    fi
+    [ "${KEEP_LAB:-0}" = 1 ] || "$LAB" down >/dev/null 2>&1
 }

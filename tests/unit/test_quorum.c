@@ -46,6 +46,7 @@ struct node {
     bool decided;
     int64_t decided_epoch;
     int leader_events;
+    int64_t lease_file; /* the lease file: until, on this node's clock (0: none) */
 };
 
 struct sim {
@@ -201,7 +202,9 @@ static bool reachable(int a, int b)
     return a == b || (!S->cut[a][b] && !S->cut[b][a]);
 }
 
-static void start_node(int i, bool restart)
+/* restart: from the node's disk; same_boot: the daemon alone restarted, so
+ * the lease file is good (after a power cut it is not). */
+static void start_node(int i, bool restart, bool same_boot)
 {
     struct node *n = &S->nodes[i];
     n->alive = true;
@@ -210,6 +213,8 @@ static void start_node(int i, bool restart)
     assert_int_equal(quorum_init(&n->q, &n->cfg, &IO, restart && n->has_disk ? &n->disk : NULL,
                                  clock_of(i), 1000 + (uint64_t)i * 7919 + S->rng),
                      0);
+    if (restart && same_boot && n->lease_file)
+        quorum_restore_lease(&n->q, n->lease_file - clock_of(i), clock_of(i));
 }
 
 static void sim_init(uint64_t seed, bool drift)
@@ -236,7 +241,7 @@ static void sim_init(uint64_t seed, bool drift)
     S->pg_primary[0] = true;
     S->takeover_seen = -1;
     for (int i = 0; i < N; i++)
-        start_node(i, false);
+        start_node(i, false, false);
 }
 
 static void sim_free(void)
@@ -327,6 +332,7 @@ static void step(void)
         if (!n->alive)
             continue;
         quorum_tick(&n->q, clock_of(i));
+        n->lease_file = quorum_lease_until(&n->q, clock_of(i));
         if (n->fence_at && S->t >= n->fence_at) {
             if (writable(i) && i == 0 && !S->fenced_at)
                 S->fenced_at = S->t;
@@ -532,7 +538,7 @@ static void test_witness_lost(void **state)
     assert_false(S->nodes[0].q.self_fenced);
     assert_true(quorum_holds_lease(&S->nodes[0].q, clock_of(0)));
     /* DC3 is ODOWN for both, but it is not the primary: no failover. */
-    assert_int_equal(quorum_site_state(&S->nodes[0].q, 2), QSITE_ODOWN);
+    assert_int_equal(quorum_site_state(&S->nodes[0].q, 2, clock_of(0)), QSITE_ODOWN);
     sim_free();
 }
 
@@ -546,7 +552,7 @@ static void test_standby_lost(void **state)
     assert_int_equal(S->violations, 0);
     assert_int_equal(S->decisions, 0);
     assert_true(writable(0));
-    assert_int_equal(quorum_site_state(&S->nodes[2].q, 1), QSITE_ODOWN);
+    assert_int_equal(quorum_site_state(&S->nodes[2].q, 1, clock_of(2)), QSITE_ODOWN);
     sim_free();
 }
 
@@ -583,13 +589,48 @@ static void test_restart_keeps_vote(void **state)
     assert_true(voted > 0);
     S->nodes[2].alive = false;
     run_for(50);
-    start_node(2, true);
+    start_node(2, true, true);
     assert_int_equal(S->nodes[2].q.d.voted_epoch, voted);
     assert_int_equal(S->nodes[2].q.d.voted_for, voted_for);
     run_for(20000);
     assert_int_equal(S->violations, 0);
     assert_int_equal(S->decisions, 1);
     sim_free();
+}
+
+/* The primary's daemon restarted (PostgreSQL with it, as bound) and slow to
+ * reach its peers again (1 s): within its lease it keeps the lease from the
+ * lease file and never fences; after a power cut (no usable lease file) it
+ * fences until a majority answers. */
+static void test_primary_daemon_restart(void **state)
+{
+    (void)state;
+    for (int same_boot = 1; same_boot >= 0; same_boot--) {
+        sim_init(11, true);
+        run_for(5000);
+        kill_site(0);
+        run_for(300);
+        S->pg_alive[0] = true;
+        S->revived_at[0] = S->t;
+        start_node(0, true, same_boot);
+        isolate(0, true);
+        bool fenced = false;
+        for (int k = 0; k < 5000 / STEP_MS; k++) {
+            if (k == 1000 / STEP_MS)
+                isolate(0, false);
+            step();
+            fenced |= S->nodes[0].q.self_fenced;
+        }
+        assert_int_equal(S->violations, 0);
+        assert_int_equal(S->decisions, 0);
+        assert_true(writable(0));
+        assert_true(quorum_holds_lease(&S->nodes[0].q, clock_of(0)));
+        if (same_boot)
+            assert_false(fenced);
+        else
+            assert_true(fenced);
+        sim_free();
+    }
 }
 
 static void test_random_schedules(void **state)
@@ -631,14 +672,14 @@ static void test_random_schedules(void **state)
                 } else {
                     S->pg_alive[a] = true;
                     S->revived_at[a] = S->t;
-                    start_node(a, true);
+                    start_node(a, true, true);
                 }
                 break;
             case 4:
                 if (!S->pg_alive[a] && !S->nodes[a].alive) {
                     S->pg_alive[a] = true; /* site back, as it was on disk */
                     S->revived_at[a] = S->t;
-                    start_node(a, true);
+                    start_node(a, true, false);
                 } else {
                     kill_site(a);
                 }
@@ -821,6 +862,62 @@ static void hb_from(struct quorum *q, int from, int64_t now)
                            "primary_epoch", (json_int_t)0, "views", "fenced", 0, "decision");
     quorum_receive(q, from, hb, now);
     json_decref(hb);
+}
+
+/* A peer that said it was fenced is reported fenced while we hear it; once
+ * its link goes quiet that word is stale (the fence may have been lifted
+ * just before the cut; found by 20-quorum.sh in CI). */
+static void test_fenced_state_needs_a_fresh_peer(void **state)
+{
+    (void)state;
+    struct quorum q;
+    struct config cfg;
+    one_node(&q, &cfg, "dc2");
+    json_t *hb = json_pack("{s:s,s:s,s:I,s:s,s:I,s:{},s:b,s:n}", "t", "hb", "site", "dc1", "epoch",
+                           (json_int_t)0, "primary", "dc1", "primary_epoch", (json_int_t)0, "views",
+                           "fenced", 1, "decision");
+    quorum_receive(&q, 0, hb, 1000);
+    json_decref(hb);
+    assert_int_equal(quorum_site_state(&q, 0, 1000), QSITE_FENCED);
+    assert_int_equal(quorum_site_state(&q, 0, 1000 + cfg.quorum.peer_timeout_ms), QSITE_FENCED);
+    quorum_set_view(&q, 0, HEALTH_DOWN, 1000);
+    assert_int_equal(quorum_site_state(&q, 0, 1001 + cfg.quorum.peer_timeout_ms), QSITE_SDOWN);
+    cap_reset();
+    config_free(&cfg);
+}
+
+/* A primary's daemon restarted within its lease keeps it (restored from the
+ * lease file) until its end: no fence unless no majority renews it. */
+static void test_lease_restored_after_restart(void **state)
+{
+    (void)state;
+    struct quorum q;
+    struct config cfg;
+    one_node(&q, &cfg, "dc1");
+    int64_t lt = cfg.quorum.lease_timeout_ms;
+    assert_false(quorum_holds_lease(&q, 1000));
+    assert_int_equal(quorum_lease_until(&q, 1000), 0);
+    assert_false(quorum_restore_lease(&q, 0, 1000));
+    assert_true(quorum_restore_lease(&q, 2000, 1000));
+    assert_true(quorum_holds_lease(&q, 1000));
+    assert_int_equal(quorum_lease_until(&q, 1000), 3000);
+    /* Never longer than a lease, never shortened by an older save. */
+    assert_true(quorum_restore_lease(&q, lt * 10, 1000));
+    assert_int_equal(quorum_lease_until(&q, 1000), 1000 + lt);
+    assert_false(quorum_restore_lease(&q, 2000, 1000));
+    quorum_tick(&q, 1000 + lt - 1);
+    assert_false(q.self_fenced);
+    quorum_tick(&q, 1000 + lt);
+    assert_true(q.self_fenced);
+    assert_false(quorum_restore_lease(&q, 2000, 1000 + lt));
+    cap_reset();
+    config_free(&cfg);
+    /* A standby has no lease to restore. */
+    one_node(&q, &cfg, "dc2");
+    assert_false(quorum_restore_lease(&q, 2000, 1000));
+    assert_false(quorum_holds_lease(&q, 1000));
+    cap_reset();
+    config_free(&cfg);
 }
 
 static void test_decision_keeps_its_runbook(void **state)
@@ -1030,10 +1127,13 @@ int main(void)
         cmocka_unit_test(test_standby_lost),
         cmocka_unit_test(test_flapping),
         cmocka_unit_test(test_restart_keeps_vote),
+        cmocka_unit_test(test_primary_daemon_restart),
         cmocka_unit_test(test_random_schedules),
         cmocka_unit_test(test_one_vote_per_epoch),
         cmocka_unit_test(test_vote_needs_own_sdown_and_disk),
         cmocka_unit_test(test_lease_only_for_primary),
+        cmocka_unit_test(test_fenced_state_needs_a_fresh_peer),
+        cmocka_unit_test(test_lease_restored_after_restart),
         cmocka_unit_test(test_decision_keeps_its_runbook),
         cmocka_unit_test(test_unpersisted_decision_not_acked),
         cmocka_unit_test(test_failed_stand_leaves_state_readable),

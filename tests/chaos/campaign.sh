@@ -8,7 +8,8 @@
 # through the public name and a sampler watching which PostgreSQL servers
 # accept writes; then SECONDS of faults drawn from the seeded generator
 # (kill -9 of a daemon or of a PostgreSQL, the leader killed in the middle
-# of a run, a site isolated, a pair partitioned, DC1 flapping, the DNS
+# of a run, a site isolated, a pair partitioned, DC1 flapping, slow peer
+# links, the DNS
 # server frozen, the Kubernetes stand-in answering 500/503 or hanging), then
 # every fault undone, the daemons left to settle, and the invariants
 # checked. Schedule i uses seed SEED+i: rerun one with -n 1 -s THAT_SEED
@@ -17,8 +18,10 @@
 # the seeds of the failed schedules; exit 1 on any violation. Traces stay
 # in build/chaos/SEED/. Needs root; its own lab (LAB_DIR=/tmp/triad-chaos).
 #
-# Not modelled: slow peer links (there is no delay proxy between the
-# daemons yet), and clock jumps.
+# The daemons' peer links go through tests/chaos/delayproxy.py (an
+# nftables DNAT in the lab's namespace), so that a schedule can also make
+# links slow: 0.1 to 3 s one way, between two sites or to/from one. Not
+# modelled: clock jumps.
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 N=3 SEED=$(($(date +%s) % 100000)) DURATION=30
@@ -38,8 +41,8 @@ export LAB_DIR=/tmp/triad-chaos LAB_NETNS=triad-chaos
 . tests/integration/lablib.sh
 [ -x "$TRIAD" ] || { echo "chaos: build first (make)" >&2; exit 2; }
 OUT=$PWD/${BUILD:-build}/chaos
-SAMPLER=
-trap '[ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null; "$LAB" down >/dev/null 2>&1' EXIT
+SAMPLER= PROXY=
+trap '[ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null; [ -n "$PROXY" ] && kill "$PROXY" 2>/dev/null; "$LAB" down >/dev/null 2>&1' EXIT
 
 now() { date +%s.%N | cut -c1-14; }
 calc() { awk "BEGIN { printf \"%.3f\", $* }"; } # float arithmetic
@@ -79,6 +82,7 @@ do_daemon_start() { "$LAB" daemons start "$1" >/dev/null 2>&1; ev daemon-start "
 do_heal() { "$LAB" heal >/dev/null 2>&1; ev heal; }
 do_dns_thaw() { kill -CONT "$(cat "$LAB_DIR/dns/named.pid")" 2>/dev/null; ev dns-thaw; }
 do_k8s_clear() { : >"$LAB_DIR/$1/k8s-fault"; ev k8s-clear "$1"; }
+do_fast() { : >"$CH/delays"; ev fast; }
 
 # Daemons we did not kill must be alive.
 declare -A KILLED
@@ -96,7 +100,7 @@ liveness() {
 
 fault() {
     local s a b p kind
-    kind=$(pick kill-daemon kill-pg kill-leader isolate partition flap dns k8s kill-pg)
+    kind=$(pick kill-daemon kill-pg kill-leader isolate partition flap dns k8s kill-pg slow slow)
     case $kind in
     kill-daemon)
         s=$(pick dc1 dc2 dc3)
@@ -139,6 +143,14 @@ fault() {
             sleep 0.5
         done
         ;;
+    slow)
+        a=$(pick '*' dc1 dc2 dc3)
+        b=$(pick '*' dc1 dc2 dc3)
+        [ "$a" = "$b" ] && b='*'
+        p=$((100 * (1 + $(rnd 30)))) # 0.1 to 3 s
+        echo "$a $b $p" >"$CH/delays" && ev slow "$a->$b" "${p} ms"
+        later $((3000 + $(rnd 9000))) do_fast
+        ;;
     dns)
         kill -STOP "$(cat "$LAB_DIR/dns/named.pid")" 2>/dev/null && ev dns-freeze
         later $((3000 + $(rnd 7000))) do_dns_thaw
@@ -160,6 +172,7 @@ heal_all() {
         undo_due
     done
     "$LAB" heal >/dev/null 2>&1
+    : >"$CH/delays"
     kill -CONT "$(cat "$LAB_DIR/dns/named.pid")" 2>/dev/null
     for s in dc1 dc2 dc3; do
         : >"$LAB_DIR/$s/k8s-fault"
@@ -199,6 +212,21 @@ for i in $(seq 0 $((N - 1))); do
     for s in dc1 dc2 dc3; do
         sed -i -E 's/^  mode: (manual|semi-automatic)$/  mode: automatic/' "$LAB_DIR/$s/triad.yaml"
     done
+    # The daemons' peer links through the delay proxy (new connections:
+    # lab_reset restarts the daemons).
+    : >"$CH/delays"
+    nsx python3 tests/chaos/delayproxy.py --control "$CH/delays" >"$CH/proxy.log" 2>&1 &
+    PROXY=$!
+    nsx nft -f - <<EOF || echo "schedule seed $seed: no DNAT to the delay proxy: slow links are not tested"
+table ip triad_chaos {
+    chain out {
+        type nat hook output priority -100; policy accept;
+        ip saddr != { 127.0.1.3, 127.0.2.3, 127.0.3.3 } ip daddr 127.0.1.1 tcp dport 7400 dnat to 127.0.1.2:7401
+        ip saddr != { 127.0.1.3, 127.0.2.3, 127.0.3.3 } ip daddr 127.0.2.1 tcp dport 7400 dnat to 127.0.2.2:7401
+        ip saddr != { 127.0.1.3, 127.0.2.3, 127.0.3.3 } ip daddr 127.0.3.1 tcp dport 7400 dnat to 127.0.3.2:7401
+    }
+}
+EOF
     if ! lab_reset; then
         echo "schedule seed $seed: the lab did not settle before the faults"
         failed_seeds+=("$seed")
@@ -231,11 +259,14 @@ for i in $(seq 0 $((N - 1))); do
     wait "$SAMPLER" 2>/dev/null
     SAMPLER=
     for s in dc1 dc2 dc3; do cp "$LAB_DIR/$s/triad.log" "$CH/$s.log" 2>/dev/null; done
+    kill "$PROXY" 2>/dev/null
+    wait "$PROXY" 2>/dev/null
+    PROXY=
     python3 tests/chaos/check.py "$LAB_DIR" "$CH" >"$CH/violations.txt" 2>&1
     v=$(sed -nE 's/^violations: ([0-9]+)$/\1/p' "$CH/violations.txt")
     v=${v:-1}
     runs=$(ls "$LAB_DIR"/dc?/state/runs/*.jsonl 2>/dev/null | xargs -r -n1 basename | sort -u | wc -l)
-    faults=$(grep -cvE '"what": "(heal|pg-start|daemon-start|dns-thaw|k8s-clear|healed)"' "$CH/events.jsonl")
+    faults=$(grep -cvE '"what": "(heal|pg-start|daemon-start|dns-thaw|k8s-clear|fast|healed)"' "$CH/events.jsonl")
     printf 'schedule seed %s: %d faults, %d run(s), violations: %d\n' "$seed" "$faults" "$runs" "$v"
     if [ "$v" != 0 ]; then
         sed 's/^/    /' "$CH/violations.txt" | grep -v '^    violations:'

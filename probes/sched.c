@@ -247,15 +247,23 @@ void probe_sched_tick(struct probe_sched *s)
     }
 }
 
+/* health_site()'s rule over every critical probe of the site, however many
+ * there are: a fixed array of 64 here once ignored the site's critical
+ * probes after its 64th, so one of those going DOWN changed nothing. */
 enum health_state probe_site_health(const struct probe_sched *s, int site)
 {
-    const struct probe_health *crit[CFG_MAX_PROBES > 64 ? 64 : CFG_MAX_PROBES];
-    int n = 0;
-    for (size_t i = 0; i < s->n && n < 64; i++) {
-        if (s->probes[i].site == site && s->probes[i].cfg->critical)
-            crit[n++] = &s->probes[i].health;
+    bool any = false, unknown = false;
+    for (size_t i = 0; i < s->n; i++) {
+        const struct probe *p = &s->probes[i];
+        if (p->site != site || !p->cfg->critical)
+            continue;
+        any = true;
+        if (p->health.state == HEALTH_DOWN)
+            return HEALTH_DOWN;
+        if (p->health.state == HEALTH_UNKNOWN)
+            unknown = true;
     }
-    return health_site(crit, n);
+    return unknown || !any ? HEALTH_UNKNOWN : HEALTH_UP;
 }
 
 /* ---- closing ---- */

@@ -448,12 +448,43 @@ static void test_health_transitions(void **state)
     config_free(&cfg);
 }
 
+/* A site's health takes every critical probe into account, not only its
+ * first 64. */
+static void test_site_health_many_critical(void **state)
+{
+    (void)state;
+    static struct cfg_probe crit = { .critical = true };
+    static struct cfg_probe other = { .critical = false };
+    struct probe probes[100];
+    memset(probes, 0, sizeof probes);
+    struct probe_sched s = { .probes = probes, .n = 100 };
+    for (int i = 0; i < 100; i++) {
+        probes[i].cfg = i < 95 ? &crit : &other;
+        probes[i].site = i < 80 ? 0 : 1; /* site 1: probes 80-94 critical */
+        probes[i].health.state = HEALTH_UP;
+    }
+    assert_int_equal(probe_site_health(&s, 0), HEALTH_UP);
+    assert_int_equal(probe_site_health(&s, 1), HEALTH_UP);
+    assert_int_equal(probe_site_health(&s, 2), HEALTH_UNKNOWN); /* no critical probe */
+    probes[90].health.state = HEALTH_DOWN;
+    assert_int_equal(probe_site_health(&s, 1), HEALTH_DOWN);
+    assert_int_equal(probe_site_health(&s, 0), HEALTH_UP);
+    probes[90].health.state = HEALTH_UNKNOWN;
+    assert_int_equal(probe_site_health(&s, 1), HEALTH_UNKNOWN);
+    probes[90].health.state = HEALTH_UP;
+    probes[97].health.state = HEALTH_DOWN; /* not critical */
+    assert_int_equal(probe_site_health(&s, 1), HEALTH_UP);
+    probes[70].health.state = HEALTH_DOWN; /* site 0's 71st critical probe */
+    assert_int_equal(probe_site_health(&s, 0), HEALTH_DOWN);
+    probes[70].health.state = HEALTH_UNKNOWN;
+    assert_int_equal(probe_site_health(&s, 0), HEALTH_UNKNOWN);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hostile_targets),
-        cmocka_unit_test(test_postgres_fields),
-        cmocka_unit_test(test_health_transitions),
+        cmocka_unit_test(test_hostile_targets),           cmocka_unit_test(test_postgres_fields),
+        cmocka_unit_test(test_health_transitions),        cmocka_unit_test(test_site_health_many_critical),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

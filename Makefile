@@ -52,7 +52,7 @@ FIXTURE_SRCS := $(wildcard tests/fixtures/*.c)
 FIXTURE_BINS := $(FIXTURE_SRCS:tests/fixtures/%.c=$(BUILD)/fixtures/%)
 
 .PHONY: all deps test unit integration demo lab-up lab-down lint asan \
-	valgrind model clean install uninstall fmt unit-bins bench
+	valgrind model clean install uninstall fmt unit-bins bench bench-probes
 
 all: triad
 
@@ -105,10 +105,16 @@ demo: deps
 	@examples/demo.sh
 
 # The benchmarks (not part of `make test`): detection time over 20 kills,
-# then 10 automatic dc1-loss drills (RTO and its parts). About 10 minutes.
+# 10 automatic dc1-loss drills (RTO and its parts), then the probe load
+# (one daemon with 1,000 http + 100 postgres probes: CPU, RSS; kill ->
+# +sdown latency). About 14 minutes; `make bench-probes` alone about 4.
 bench: all unit-bins
 	@tests/bench/detection.sh
 	@tests/bench/failover.sh
+	@tests/bench/probes.sh
+
+bench-probes: all unit-bins
+	@tests/bench/probes.sh
 
 lab-up: all unit-bins
 	@examples/lab/lab.sh up

@@ -52,8 +52,8 @@ FIXTURE_SRCS := $(wildcard tests/fixtures/*.c)
 FIXTURE_BINS := $(FIXTURE_SRCS:tests/fixtures/%.c=$(BUILD)/fixtures/%)
 
 .PHONY: all deps test unit integration demo lab-up lab-down lint asan \
-	valgrind model clean install uninstall fmt unit-bins bench man chaos fuzz \
-	fuzz-bins
+	valgrind model clean install uninstall fmt unit-bins bench bench-probes man chaos \
+	fuzz fuzz-bins
 
 all: triad
 
@@ -113,10 +113,16 @@ chaos: all unit-bins
 	@tests/chaos/campaign.sh -n $(N) -d $(D) $(if $(SEED),-s $(SEED))
 
 # The benchmarks (not part of `make test`): detection time over 20 kills,
-# then 10 automatic dc1-loss drills (RTO and its parts). About 10 minutes.
+# 10 automatic dc1-loss drills (RTO and its parts), then the probe load
+# (one daemon with 1,000 http + 100 postgres probes: CPU, RSS; kill ->
+# +sdown latency). About 14 minutes; `make bench-probes` alone about 4.
 bench: all unit-bins
 	@tests/bench/detection.sh
 	@tests/bench/failover.sh
+	@tests/bench/probes.sh
+
+bench-probes: all unit-bins
+	@tests/bench/probes.sh
 
 lab-up: all unit-bins
 	@examples/lab/lab.sh up

@@ -103,9 +103,11 @@ struct pg_async {
     char sqlstate[6];
     char detail[PG_ASYNC_DETAIL_MAX];
 
-    /* Name resolution for a connect. */
+    /* Name resolution for a connect. hosts (PG_ASYNC_HOSTS_MAX entries,
+     * 6 KB) exists only while a connect resolves names: a daemon with a
+     * hundred connections to numeric addresses need not carry 600 KB. */
     char *hosts_copy;
-    struct pg_hostent hosts[PG_ASYNC_HOSTS_MAX];
+    struct pg_hostent *hosts;
     struct pg_gai *gai[PG_ASYNC_HOSTS_MAX];
     int nhosts;
 
@@ -726,6 +728,13 @@ static int list_add(struct buf *b, const char *item)
 
 /* Every name is resolved (or failed): give libpq one host/hostaddr pair per
  * address, in order, so it tries them all as it would have itself. */
+static void hosts_free(struct pg_async *pg)
+{
+    free(pg->hosts);
+    pg->hosts = NULL;
+    pg->nhosts = 0;
+}
+
 static void resolved_all(struct pg_async *pg)
 {
     struct buf hb, ab, pb, errs;
@@ -791,6 +800,7 @@ out:
     buf_free(&ab);
     buf_free(&pb);
     buf_free(&errs);
+    hosts_free(pg);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *ai)
@@ -844,8 +854,12 @@ static int resolve_start(struct pg_async *pg)
         set_detail(pg, "out of memory");
         return -ENOMEM;
     }
-    memset(pg->hosts, 0, sizeof pg->hosts);
-    pg->nhosts = 0;
+    hosts_free(pg);
+    pg->hosts = calloc(PG_ASYNC_HOSTS_MAX, sizeof *pg->hosts);
+    if (!pg->hosts) {
+        set_detail(pg, "out of memory");
+        return -ENOMEM;
+    }
     for (char *p = pg->hosts_copy; p;) {
         char *comma = strchr(p, ',');
         if (comma)
@@ -860,8 +874,10 @@ static int resolve_start(struct pg_async *pg)
         any = any || h->resolve;
         p = comma ? comma + 1 : NULL;
     }
-    if (!any)
+    if (!any) {
+        hosts_free(pg);
         return 0;
+    }
     const char *port = param_get(pg, "port");
     if (port && strchr(port, ',')) {
         int np = 1;
@@ -1146,6 +1162,7 @@ static void pg_free(struct pg_async *pg)
     free(pg->password_file);
     free(pg->name);
     free(pg->hosts_copy);
+    free(pg->hosts);
     if (pg->res)
         PQclear(pg->res);
     if (pg->rows)

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -10,6 +11,11 @@
 #include <yaml.h>
 
 #include "lib/buf.h"
+
+/* A document this large (a configuration with a thousand probes: about 1 MB
+ * of nodes per 10,000) is freed below allocations that live on, and glibc
+ * keeps those pages resident unless asked to give them back. */
+#define YDOC_TRIM_NODES 10000
 
 struct builder {
     struct ydoc *doc;
@@ -305,9 +311,12 @@ out:
 
 void ydoc_free(struct ydoc *doc)
 {
+    bool large = doc->nodes >= YDOC_TRIM_NODES;
     node_free(doc->root);
     free(doc->file);
     memset(doc, 0, sizeof *doc);
+    if (large)
+        malloc_trim(0);
 }
 
 struct ynode *ynode_get(struct ynode *map, const char *key)

@@ -13,7 +13,7 @@
 
 struct http_probe {
     struct http_request *req;
-    char connect_to[300];
+    char *connect_to; /* "host:port", or NULL (most probes: no need for 300 bytes each) */
     uint64_t seq;
 };
 
@@ -64,10 +64,14 @@ static int http_open(struct probe *p)
     if (!hp)
         return -ENOMEM;
     p->drv = hp;
-    if (p->cfg->connect_to_host)
-        snprintf(hp->connect_to, sizeof hp->connect_to,
-                 strchr(p->cfg->connect_to_host, ':') ? "[%s]:%u" : "%s:%u",
+    if (p->cfg->connect_to_host) {
+        char spec[300];
+        snprintf(spec, sizeof spec, strchr(p->cfg->connect_to_host, ':') ? "[%s]:%u" : "%s:%u",
                  p->cfg->connect_to_host, (unsigned)p->cfg->connect_to_port);
+        hp->connect_to = strdup(spec);
+        if (!hp->connect_to)
+            return -ENOMEM;
+    }
     return 0;
 }
 
@@ -91,7 +95,7 @@ static void http_run(struct probe *p)
         .max_body = HTTP_PROBE_MAX_BODY,
         .expect_status = p->cfg->expect_status,
         .ca_file = p->cfg->ca_file,
-        .connect_to = hp->connect_to[0] ? hp->connect_to : NULL,
+        .connect_to = hp->connect_to,
     };
     int rc = http_request_start(p->sched->http, &o, on_done, ctx, &hp->req);
     if (rc < 0) {
@@ -115,8 +119,10 @@ static void http_close(struct probe *p)
     /* Requests in flight are cancelled by the client's close; their
      * callbacks find no current run (seq) and free only their context. */
     struct http_probe *hp = p->drv;
-    if (hp)
+    if (hp) {
         hp->seq++;
+        free(hp->connect_to);
+    }
     free(hp);
     p->drv = NULL;
     probe_driver_closed(p);

@@ -14,6 +14,9 @@
 #include "probes/health.h"
 
 #define PROBE_DETAIL_MAX 512
+/* Probes start on a grid of 2% of their interval, at most this (see
+ * schedule() in probes/sched.c). */
+#define PROBE_GRID_MAX_MS 20
 /* Histogram buckets of probe durations, in ms (Prometheus style). */
 #define PROBE_BUCKETS 10
 
@@ -103,6 +106,10 @@ void probe_sched_close(struct probe_sched *s, probe_closed_cb cb, void *arg);
 
 /* Re-evaluates time-based health transitions (call every ~100 ms). */
 void probe_sched_tick(struct probe_sched *s);
+
+/* The grid (ms) that the due times of probes of this interval are rounded
+ * to. */
+int64_t probe_grid_ms(int64_t interval_ms);
 
 /* Health of a site from its critical probes. */
 enum health_state probe_site_health(const struct probe_sched *s, int site);

@@ -166,7 +166,7 @@ static void read_step(struct runbook *rb, struct ynode *n, struct diag *d)
 json_t *rb_context(json_t *config_ctx, const char *run_id, int64_t epoch, const char *from,
                    const char *to, const char *runbook)
 {
-    json_t *ctx = json_deep_copy(config_ctx);
+    json_t *ctx = json_copy(config_ctx);
     json_t *sites = json_object_get(ctx, "sites");
     json_object_set_new(ctx, "run",
                         json_pack("{s:s,s:I,s:s?,s:s?,s:s?}", "id", run_id ? run_id : "", "epoch",

@@ -492,6 +492,31 @@ static void test_fsm_export_committed(void **state)
     assert_null(rb_fsm_find(RB_DONE, RB_EV_GO));
 }
 
+/* A run's context adds run, from and to over the configuration and shares
+ * the rest: a configuration of a thousand probes is megabytes of JSON, and
+ * every readiness round and runbook check built copies of it. The
+ * configuration itself is left as it was. */
+static void test_context_shares_config(void **state)
+{
+    (void)state;
+    json_t *cfg =
+        json_pack("{s:{s:{s:s},s:{s:s}},s:[{s:s,s:s}]}", "sites", "dc1", "role", "primary", "dc2",
+                  "role", "standby", "probes", "name", "p", "site", "dc1");
+    json_t *ctx = rb_context(cfg, "run-1", 7, "dc1", "dc2", "t");
+    assert_ptr_equal(json_object_get(ctx, "probes"), json_object_get(cfg, "probes"));
+    assert_ptr_equal(json_object_get(ctx, "sites"), json_object_get(cfg, "sites"));
+    assert_ptr_equal(json_object_get(ctx, "to"),
+                     json_object_get(json_object_get(cfg, "sites"), "dc2"));
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(ctx, "run"), "epoch")), 7);
+    assert_int_equal(json_object_size(cfg), 2);
+    assert_null(json_object_get(cfg, "run"));
+    json_decref(cfg);
+    /* The context keeps what it shares alive. */
+    assert_string_equal(json_string_value(json_object_get(json_object_get(ctx, "from"), "role")),
+                        "primary");
+    json_decref(ctx);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -527,6 +552,7 @@ int main(void)
         cmocka_unit_test(test_fence_lease_then_manual),
         cmocka_unit_test(test_restore_after_takeover),
         cmocka_unit_test(test_fsm_export_committed),
+        cmocka_unit_test(test_context_shares_config),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

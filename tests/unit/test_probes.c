@@ -448,12 +448,101 @@ static void test_health_transitions(void **state)
     config_free(&cfg);
 }
 
+/* Many probes due at about the same time start in one loop wakeup: their
+ * due times are rounded to a grid (2% of the interval, at most 20 ms). 200
+ * probes a second for 2.3 s: about 460 starts; one wakeup each would give
+ * nearly as many distinct start instants (ms), batched there are at most
+ * about two per grid point. */
+static int64_t STARTS[4096];
+static int N_STARTS;
+
+static int record_start(struct run *r, struct probe *p, bool changed)
+{
+    (void)r;
+    (void)changed;
+    if (N_STARTS < (int)(sizeof STARTS / sizeof STARTS[0]))
+        STARTS[N_STARTS++] = p->started_ms;
+    return 0;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void test_starts_batched(void **state)
+{
+    (void)state;
+    if (!timing_checked())
+        skip(); /* 200 requests a second are not meaningful under valgrind */
+    assert_int_equal(probe_grid_ms(1000), 20);
+    assert_int_equal(probe_grid_ms(500), 10);
+    assert_int_equal(probe_grid_ms(100), 2);
+    assert_int_equal(probe_grid_ms(50), 1);
+    static char probes[200 * 128];
+    size_t o = 0;
+    for (int i = 0; i < 200; i++)
+        o += (size_t)snprintf(probes + o, sizeof probes - o,
+                              "  - {name: h%d, kind: http, site: dc1, url: "
+                              "\"http://127.0.0.1:%d/health\", interval: 1s, jitter: 10%%}\n",
+                              i, E.http_port);
+    struct config cfg;
+    load_config(&cfg, probes, NULL);
+    N_STARTS = 0;
+    struct run r = { .on_result = record_start };
+    run_probes(&r, &cfg, false, 2300);
+    assert_true(N_STARTS >= 350);
+    qsort(STARTS, (size_t)N_STARTS, sizeof STARTS[0], cmp_i64);
+    int distinct = 0;
+    for (int i = 0; i < N_STARTS; i++)
+        distinct += i == 0 || STARTS[i] != STARTS[i - 1];
+    fprintf(stderr, "# %d starts at %d distinct instants\n", N_STARTS, distinct);
+    /* 2.3 s / 20 ms = 115 grid points, each start within a ms or two of its
+     * point; unbatched, about 400 distinct instants. */
+    assert_true(distinct * 2 < N_STARTS);
+    assert_true(distinct <= 2 * (2300 / 20 + 1));
+    config_free(&cfg);
+}
+
+/* A site's health takes every critical probe into account, not only its
+ * first 64. */
+static void test_site_health_many_critical(void **state)
+{
+    (void)state;
+    static struct cfg_probe crit = { .critical = true };
+    static struct cfg_probe other = { .critical = false };
+    struct probe probes[100];
+    memset(probes, 0, sizeof probes);
+    struct probe_sched s = { .probes = probes, .n = 100 };
+    for (int i = 0; i < 100; i++) {
+        probes[i].cfg = i < 95 ? &crit : &other;
+        probes[i].site = i < 80 ? 0 : 1; /* site 1: probes 80-94 critical */
+        probes[i].health.state = HEALTH_UP;
+    }
+    assert_int_equal(probe_site_health(&s, 0), HEALTH_UP);
+    assert_int_equal(probe_site_health(&s, 1), HEALTH_UP);
+    assert_int_equal(probe_site_health(&s, 2), HEALTH_UNKNOWN); /* no critical probe */
+    probes[90].health.state = HEALTH_DOWN;
+    assert_int_equal(probe_site_health(&s, 1), HEALTH_DOWN);
+    assert_int_equal(probe_site_health(&s, 0), HEALTH_UP);
+    probes[90].health.state = HEALTH_UNKNOWN;
+    assert_int_equal(probe_site_health(&s, 1), HEALTH_UNKNOWN);
+    probes[90].health.state = HEALTH_UP;
+    probes[97].health.state = HEALTH_DOWN; /* not critical */
+    assert_int_equal(probe_site_health(&s, 1), HEALTH_UP);
+    probes[70].health.state = HEALTH_DOWN; /* site 0's 71st critical probe */
+    assert_int_equal(probe_site_health(&s, 0), HEALTH_DOWN);
+    probes[70].health.state = HEALTH_UNKNOWN;
+    assert_int_equal(probe_site_health(&s, 0), HEALTH_UNKNOWN);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hostile_targets),
-        cmocka_unit_test(test_postgres_fields),
-        cmocka_unit_test(test_health_transitions),
+        cmocka_unit_test(test_hostile_targets),           cmocka_unit_test(test_postgres_fields),
+        cmocka_unit_test(test_health_transitions),        cmocka_unit_test(test_starts_batched),
+        cmocka_unit_test(test_site_health_many_critical),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

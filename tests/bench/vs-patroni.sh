@@ -60,6 +60,11 @@ declare -A PATRONI_PID ETCD_PID
 say() { printf '%s %s\n' "$(date +%T)" "$*"; }
 [ "$(id -u)" = 0 ] || { echo "vs-patroni: needs root" >&2; exit 1; }
 [ -x ./triad ] || { echo "vs-patroni: build first: make" >&2; exit 1; }
+# An AddressSanitizer build would make the footprint meaningless.
+if ldd ./triad | grep -q libasan; then
+    echo "vs-patroni: ./triad is an ASan build; benchmark a plain one: make" >&2
+    exit 1
+fi
 if ! command -v patroni >/dev/null || ! command -v etcd >/dev/null; then
     echo "vs-patroni: patroni and etcd missing: make deps" >&2
     exit 1

@@ -37,6 +37,7 @@
 #             VP_IDLE_S seconds (default 60) of a steady cluster
 #
 #   tests/bench/vs-patroni.sh [RUNS]
+#   VP_IDLE_S=SECONDS (0: no footprint), VP_SYSTEMS="triad defaults tuned" (a subset)
 # Needs root, `make deps` (patroni, etcd-server) and `make`. Runs its own lab
 # (LAB_DIR=/tmp/triad-bench-vp, netns triad-bench-vp); tears everything down
 # on exit. Rows and logs: build/bench/vs-patroni/.

@@ -16,7 +16,7 @@ DEB_PKGS := gcc make pkg-config libuv1-dev libpq-dev libcurl4-openssl-dev \
 	libmicrohttpd-dev libcmocka-dev postgresql-15 postgresql-client-15 \
 	bind9 bind9-dnsutils nginx openssl curl jq nftables iproute2 procps \
 	psmisc python3 python3-psycopg2 python3-yaml clang clang-format cppcheck valgrind \
-	libclang-rt-14-dev spin tmux groff-base
+	libclang-rt-14-dev spin tmux groff-base patroni etcd-server
 
 PKGS := libuv libpq libcurl libcares yaml-0.1 openssl jansson ldns libmicrohttpd
 
@@ -52,8 +52,8 @@ FIXTURE_SRCS := $(wildcard tests/fixtures/*.c)
 FIXTURE_BINS := $(FIXTURE_SRCS:tests/fixtures/%.c=$(BUILD)/fixtures/%)
 
 .PHONY: all deps test unit integration demo lab-up lab-down lint asan \
-	valgrind model clean install uninstall fmt unit-bins bench bench-probes man chaos \
-	fuzz fuzz-bins
+	valgrind model clean install uninstall fmt unit-bins bench bench-probes bench-patroni \
+	man chaos fuzz fuzz-bins
 
 all: triad
 
@@ -123,6 +123,14 @@ bench: all unit-bins
 
 bench-probes: all unit-bins
 	@tests/bench/probes.sh
+
+# triad against Patroni (Debian's patroni + etcd) on the lab's layout: 10
+# kills of the primary site each (triad, Patroni defaults, Patroni tuned),
+# time to a writable primary and to client writes, lost writes, idle
+# footprint. About 30 minutes.
+bench-patroni: deps
+	@$(MAKE) --no-print-directory all unit-bins
+	@tests/bench/vs-patroni.sh
 
 lab-up: all unit-bins
 	@examples/lab/lab.sh up

@@ -10,6 +10,12 @@
 
 static const struct cli_opt no_opts[] = { { NULL, 0, NULL, NULL } };
 
+static const struct cli_opt daemon_opts[] = {
+    { "user", 0, "USER[:GROUP]",
+      "started as root: become USER once the listeners are bound (see below)" },
+    { NULL, 0, NULL, NULL },
+};
+
 static const struct cli_opt check_config_opts[] = {
     { "no-file-checks", 0, NULL,
       "skip the checks of referenced files (existence, permissions, certificates)" },
@@ -71,8 +77,15 @@ static const struct cli_cmd commands[] = {
       "notifications and probes apply without a restart (once no run is in\n"
       "progress); a change to anything else is refused with the list of the\n"
       "settings that need a restart, and the running configuration is kept.\n"
-      "Logs go to standard error, one event per line (logfmt or JSON).",
-      no_opts, 0, 0, cmd_daemon },
+      "Logs go to standard error, one event per line (logfmt or JSON).\n"
+      "\n"
+      "The daemon needs no privilege (unless a listener's port is below 1024).\n"
+      "Started as root with --user, it hands its state_dir and control socket\n"
+      "to USER, then gives root up for good once its listeners are bound and\n"
+      "its TLS keys read; what it reads later (the configuration on SIGHUP,\n"
+      "runbooks, password, credential and TSIG key files) must be readable by\n"
+      "USER.",
+      daemon_opts, 0, 0, cmd_daemon },
     { "check-config", "", "validate the configuration and its runbooks",
       "Reads the configuration and every runbook it names, checks every value,\n"
       "cross-reference and referenced file, and prints every error as\n"

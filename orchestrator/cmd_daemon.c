@@ -4,5 +4,5 @@
 
 int cmd_daemon(const struct cli_args *a)
 {
-    return daemon_run(a->config);
+    return daemon_run(a->config, cli_get(a, "user"));
 }

@@ -18,6 +18,7 @@
 #include "orchestrator/cli.h"
 #include "orchestrator/control.h"
 #include "orchestrator/lease_file.h"
+#include "orchestrator/privdrop.h"
 #include "orchestrator/notify.h"
 #include "orchestrator/peers.h"
 #include "orchestrator/readiness.h"
@@ -547,18 +548,39 @@ static int start(struct daemon *d)
         /* Unusable certificate files are the configuration's fault. */
         return r == -EINVAL ? EXIT_CONFIG : EXIT_FATAL;
     }
+    if (d->drop_user) {
+        if (privdrop_apply(&d->drop, d->cfg.state_dir, d->cfg.api.socket, err, sizeof err) < 0) {
+            log_ev(LOG_ERROR, "privileges", err, { "user", d->drop.user });
+            return EXIT_FATAL;
+        }
+        char ids[48];
+        snprintf(ids, sizeof ids, "%u:%u", (unsigned)d->drop.uid, (unsigned)d->drop.gid);
+        log_ev(LOG_INFO, "privileges-dropped", "running without root from now on",
+               { "user", d->drop.user }, { "uid_gid", ids });
+    } else if (geteuid() == 0) {
+        log_ev(LOG_WARN, "privileges", "running as root: give --user (or systemd's User=)");
+    }
     probe_sched_start(&d->probes, false);
     uv_timer_start(&d->tick, on_tick, TICK_MS, TICK_MS);
     sdnotify("READY=1\nSTATUS=probing; quorum forming");
     return EXIT_OK;
 }
 
-int daemon_run(const char *config_path)
+int daemon_run(const char *config_path, const char *user)
 {
     struct daemon *d = calloc(1, sizeof *d);
     if (!d)
         return EXIT_FATAL;
     d->config_path = config_path;
+    if (user) {
+        char err[256];
+        if (privdrop_resolve(user, &d->drop, err, sizeof err) < 0) {
+            fprintf(stderr, "triad daemon: %s\n", err);
+            free(d);
+            return EXIT_USAGE;
+        }
+        d->drop_user = true;
+    }
     struct diag dg;
     diag_init(&dg);
     if (config_load(&d->cfg, config_path, NULL, &dg) < 0) {

@@ -9,6 +9,7 @@
 
 #include "lib/loop.h"
 #include "orchestrator/config.h"
+#include "orchestrator/privdrop.h"
 #include "orchestrator/quorum.h"
 #include "probes/probe.h"
 
@@ -39,6 +40,8 @@ struct daemon {
     struct quorum q;
     uv_timer_t tick;
     char state_path[4096];
+    struct privdrop drop; /* with drop_user: whom to become once bound */
+    bool drop_user;
     char lease_path[4096];     /* the lease across a restart (lease_file.h) */
     int64_t lease_saved_until; /* quorum_lease_until last saved */
     int self;
@@ -61,7 +64,8 @@ struct daemon {
 };
 
 /* Runs the daemon until SIGTERM/SIGINT. Returns an exit code (cli.h). */
-int daemon_run(const char *config_path);
+/* user: USER[:GROUP] to switch to once bound (privdrop.h), or NULL. */
+int daemon_run(const char *config_path, const char *user);
 
 /* For reload.c: a new probe scheduler over d->cfg's probes (0 or a
  * negative errno), and the end of a component's close while stopping. */

@@ -11,8 +11,9 @@
 #
 # SITE is dc1, dc2 or dc3; partition also takes `shared` (127.0.9.0/24).
 # Environment: LAB_DIR (default /tmp/triad-lab), LAB_NETNS (default
-# triad-lab), TRIAD (default the repository's ./triad), LAB_NO_NETNS=1 to
-# force the plain-loopback fallback. Needs root. See examples/lab/README.md.
+# triad-lab), TRIAD (default the repository's ./triad), LAB_DAEMON_ARGS
+# (more arguments for `triad daemon`, e.g. --user nobody), LAB_NO_NETNS=1
+# to force the plain-loopback fallback. Needs root. See examples/lab/README.md.
 set -u -o pipefail
 
 LAB_DIR=${LAB_DIR:-/tmp/triad-lab}
@@ -661,7 +662,7 @@ daemons_start() { # SITE...
         local before
         before=$(wc -c <"$LAB_DIR/$s/triad.log")
         out=$(kspawn "$LAB_DIR/$s/triad.log" 1 "$s" "127.0.$n.1" -- env ${asan:+LD_PRELOAD="$asan $LAB_DIR/bindshim.so" LSAN_OPTIONS="exitcode=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"} \
-            "$TRIAD" daemon -c "$LAB_DIR/$s/triad.yaml")
+            "$TRIAD" daemon -c "$LAB_DIR/$s/triad.yaml" ${LAB_DAEMON_ARGS:-})
         local st=$?
         pid=${out%% *}
         if [[ $out == *running ]]; then

@@ -112,5 +112,18 @@ check "after the run, the reload applies" wait_for 15 st_is dc2 .mode automatic
 check "... and nothing waits any more" st_is dc2 .reload_pending false
 check "the daemons never crashed" bash -c "for s in dc1 dc2 dc3; do [ \$s = dc1 ] && continue; kill -0 \$(cat $LAB_DIR/\$s/triad.pid) || exit 1; done"
 
+# --- started as root with --user: root given up once bound ---
+"$LAB" daemons stop dc3 >/dev/null 2>&1
+LAB_DAEMON_ARGS="--user nobody" "$LAB" daemons start dc3 >/dev/null 2>&1
+pid3=$(cat "$LAB_DIR/dc3/triad.pid" 2>/dev/null)
+check "--user nobody: DC3's daemon runs as nobody" wait_for 5 bash -c "[ \"\$(ps -o user= -p ${pid3:-0})\" = nobody ]"
+check "... says so in its log" grep -q 'event=privileges-dropped user=nobody' "$LAB_DIR/dc3/triad.log"
+check "... its state and socket were handed over" bash -c "
+    [ \"\$(stat -c %U $LAB_DIR/dc3/state/quorum.json)\" = nobody ] && [ \"\$(stat -c %U $LAB_DIR/dc3/triad.sock)\" = nobody ]"
+check "... it takes part in the quorum (DC2 and DC3; DC1 was killed)" wait_for 10 st_is dc3 .quorum.have 2
+check "... and DC2 hears it" wait_for 10 st_is dc2 '.sites.dc3.link | startswith("up")' true
+"$LAB" daemons stop dc3 >/dev/null 2>&1
+check "... and stops cleanly" bash -c "tail -n 1 $LAB_DIR/dc3/triad.log | grep -q 'event=stop '"
+
 "$LAB" daemons stop all >/dev/null 2>&1
 tap_done

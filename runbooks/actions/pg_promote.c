@@ -708,7 +708,17 @@ static void on_catch_up_observed(struct pgc_ctx *c)
         }
         json_object_set_new(c->x->result, "catch_up", json_string("done"));
         json_object_del(c->x->result, "question");
-        pgc_observe(c, p->all, p->n_all, on_observed_run);
+        /* The old primary did not answer a moment ago (the fence step came
+         * first): asking again would only wait out its connect timeout,
+         * seconds of RTO. What it said (nothing) stands. */
+        struct pgc_node *again[PGC_MAX_NODES];
+        size_t n = 0;
+        for (size_t j = 0; j < p->n_all; j++) {
+            struct pgc_node *m = p->all[j];
+            if (!(m->obs.err < 0 && p->old && !strcmp(m->site, p->old)))
+                again[n++] = m;
+        }
+        pgc_observe(c, again, n, on_observed_run);
         return;
     }
     if ((int64_t)uv_now(c->x->env->loop) >= p->catch_deadline || pgc_left_ms(c) <= 0) {

@@ -403,7 +403,8 @@ static int node_open(struct pgc_node *n)
         .params = params,
         .nparams = k,
         .password_file = repl ? cfg->pg.replication_password_file : cfg->pg.password_file,
-        .connect_timeout_ms = (uint32_t)cfg->pg.connect_timeout_ms,
+        .connect_timeout_ms =
+            n->connect_timeout_ms ? n->connect_timeout_ms : (uint32_t)cfg->pg.connect_timeout_ms,
         .name = name,
         .quiet = true, /* the step's detail reports failures (polling must not flood) */
     };

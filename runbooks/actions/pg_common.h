@@ -156,7 +156,8 @@ struct pgc_node {
     int nparams;
     const char *params[4];
     char *param_copy[4];
-    uint32_t timeout_ms; /* per query; 0: PG_ASYNC_QUERY_TIMEOUT_MS */
+    uint32_t timeout_ms;         /* per query; 0: PG_ASYNC_QUERY_TIMEOUT_MS */
+    uint32_t connect_timeout_ms; /* set before its first query; 0: pg.connect_timeout */
     uint32_t saved_timeout;
     bool restore_timeout;
     pgc_query_cb cb;

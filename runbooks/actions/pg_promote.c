@@ -1069,11 +1069,32 @@ static void on_observed_run(struct pgc_ctx *c)
     read_epochs(p, after_epochs_read_run);
 }
 
+/* The old primary is asked once before promoting (is it writable? where
+ * did its WAL end?). When this daemon's own probe finds it down, an
+ * unreachable host would hold the promotion for pg.connect_timeout (2 s in
+ * the lab: half the promote step); it gets the probe's timeout instead,
+ * the configured measure of "does not answer". */
+static void old_primary_timeout(struct promote *p)
+{
+    struct rb_env *env = p->c.x->env;
+    const struct probe *pr = p->old && env->probe ? env->probe(env, p->old, "postgres") : NULL;
+    if (!pr || pr->health.state != HEALTH_DOWN || pr->cfg->timeout_ms <= 0 ||
+        pr->cfg->timeout_ms >= p->c.cfg->pg.connect_timeout_ms)
+        return;
+    for (size_t j = 0; j < p->n_all; j++) {
+        if (!strcmp(p->all[j]->site, p->old))
+            p->all[j]->connect_timeout_ms = (uint32_t)pr->cfg->timeout_ms;
+    }
+    json_object_set_new(p->c.x->result, "old_primary_connect_timeout_ms",
+                        json_integer(pr->cfg->timeout_ms));
+}
+
 static void run(struct rb_exec *x)
 {
     struct promote *p = start(x, RB_OP_RUN);
     if (!p)
         return;
+    old_primary_timeout(p);
     pgc_observe(&p->c, p->all, p->n_all, on_observed_run);
 }
 

@@ -127,7 +127,7 @@ bench-probes: all unit-bins
 # triad against Patroni (Debian's patroni + etcd) on the lab's layout: 10
 # kills of the primary site each (triad, Patroni defaults, Patroni tuned),
 # time to a writable primary and to client writes, lost writes, idle
-# footprint. About 30 minutes.
+# footprint. About 20 minutes.
 bench-patroni: deps
 	@$(MAKE) --no-print-directory all unit-bins
 	@tests/bench/vs-patroni.sh

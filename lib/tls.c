@@ -97,19 +97,6 @@ static void conn_drive(struct tls_conn *c);
 
 /* ---- small helpers ---- */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- the context ---- */
 
 /* The client's sign that a TLS 1.3 server accepted it (see tls.h). The
@@ -204,32 +191,33 @@ int tls_ctx_new(struct tls_ctx **out, const char *ca_file, const char *cert_file
     *out = NULL;
     ERR_clear_error();
     if (ca_file == NULL || (cert_file == NULL) != (key_file == NULL)) {
-        set_err(err, errlen, "a CA file is required, and a certificate goes with its key");
+        tls_util_set_err(err, errlen, "a CA file is required, and a certificate goes with its key");
         goto out;
     }
     ctx = calloc(1, sizeof *ctx);
     sc = SSL_CTX_new(TLS_method());
     if (ctx == NULL || sc == NULL) {
-        set_err(err, errlen, "cannot create a TLS context: out of memory");
+        tls_util_set_err(err, errlen, "cannot create a TLS context: out of memory");
         result = -ENOMEM;
         goto out;
     }
     if (!SSL_CTX_set_min_proto_version(sc, TLS1_2_VERSION)) {
-        set_err(err, errlen, "cannot require TLS 1.2: %s", tls_util_ssl_reason(why, sizeof why));
+        tls_util_set_err(err, errlen, "cannot require TLS 1.2: %s",
+                         tls_util_ssl_reason(why, sizeof why));
         goto out;
     }
     SSL_CTX_set_options(sc, SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_default_passwd_cb(sc, tls_util_no_passphrase);
     if (!SSL_CTX_load_verify_file(sc, ca_file)) {
-        set_err(err, errlen, "cannot load CA file %s: %s", ca_file,
-                tls_util_ssl_reason(why, sizeof why));
+        tls_util_set_err(err, errlen, "cannot load CA file %s: %s", ca_file,
+                         tls_util_ssl_reason(why, sizeof why));
         result = -ENOENT;
         goto out;
     }
     /* Tells clients which CA the server wants their certificate from. */
     cas = SSL_load_client_CA_file(ca_file);
     if (cas == NULL) {
-        set_err(err, errlen, "no CA certificate in %s", ca_file);
+        tls_util_set_err(err, errlen, "no CA certificate in %s", ca_file);
         goto out;
     }
     SSL_CTX_set_client_CA_list(sc, cas);
@@ -708,30 +696,31 @@ int tls_connect(uv_loop_t *loop, struct tls_ctx *ctx, const struct tls_connect_o
 
     *out = NULL;
     if (ctx == NULL || opts == NULL || cbs == NULL) {
-        set_err(err, errlen, "missing context, options or callbacks");
+        tls_util_set_err(err, errlen, "missing context, options or callbacks");
         return -EINVAL;
     }
     if (opts->port <= 0 || tls_util_parse_addr(opts->host, opts->port, &dst) < 0) {
-        set_err(err, errlen, "'%s' port %d is not a numeric address and port",
-                opts->host ? opts->host : "(null)", opts->port);
+        tls_util_set_err(err, errlen, "'%s' port %d is not a numeric address and port",
+                         opts->host ? opts->host : "(null)", opts->port);
         return -EINVAL;
     }
     if (opts->bind_host && tls_util_parse_addr(opts->bind_host, 0, &src) < 0) {
-        set_err(err, errlen, "source address '%s' is not a numeric address", opts->bind_host);
+        tls_util_set_err(err, errlen, "source address '%s' is not a numeric address",
+                         opts->bind_host);
         return -EINVAL;
     }
     if (opts->expect_name == NULL || opts->expect_name[0] == '\0') {
-        set_err(err, errlen, "an expected peer name is required");
+        tls_util_set_err(err, errlen, "an expected peer name is required");
         return -EINVAL;
     }
     c = conn_new(loop, ctx->ssl_ctx, &opts->conn, cbs, data, 0);
     if (c == NULL) {
-        set_err(err, errlen, "out of memory");
+        tls_util_set_err(err, errlen, "out of memory");
         return -ENOMEM;
     }
     c->expect[0] = strdup(opts->expect_name);
     if (c->expect[0] == NULL) {
-        set_err(err, errlen, "out of memory");
+        tls_util_set_err(err, errlen, "out of memory");
         c->silent = 1;
         conn_start_close(c);
         return -ENOMEM;
@@ -847,21 +836,21 @@ int tls_listen(uv_loop_t *loop, struct tls_ctx *ctx, const struct tls_server_opt
 
     *out = NULL;
     if (ctx == NULL || opts == NULL || cbs == NULL) {
-        set_err(err, errlen, "missing context, options or callbacks");
+        tls_util_set_err(err, errlen, "missing context, options or callbacks");
         return -EINVAL;
     }
     if (SSL_CTX_get0_certificate(ctx->ssl_ctx) == NULL) {
-        set_err(err, errlen, "a TLS server needs a certificate and key");
+        tls_util_set_err(err, errlen, "a TLS server needs a certificate and key");
         return -EINVAL;
     }
     if (tls_util_parse_addr(opts->host, opts->port, &addr) < 0) {
-        set_err(err, errlen, "'%s' port %d is not a numeric address and port",
-                opts->host ? opts->host : "(null)", opts->port);
+        tls_util_set_err(err, errlen, "'%s' port %d is not a numeric address and port",
+                         opts->host ? opts->host : "(null)", opts->port);
         return -EINVAL;
     }
     s = calloc(1, sizeof *s);
     if (s == NULL || copy_names(s, opts->accept_names) < 0) {
-        set_err(err, errlen, "out of memory");
+        tls_util_set_err(err, errlen, "out of memory");
         if (s)
             server_free(s);
         return -ENOMEM;
@@ -880,7 +869,7 @@ int tls_listen(uv_loop_t *loop, struct tls_ctx *ctx, const struct tls_server_opt
     if (r == 0)
         r = uv_listen((uv_stream_t *)&s->tcp, LISTEN_QUEUE, on_connection);
     if (r < 0) {
-        set_err(err, errlen, "cannot listen on %s: %s", s->addr, uv_strerror(r));
+        tls_util_set_err(err, errlen, "cannot listen on %s: %s", s->addr, uv_strerror(r));
         s->closing = 1;
         uv_close((uv_handle_t *)&s->tcp, on_server_closed);
         return r;

@@ -102,19 +102,6 @@ struct wreq {
 static void update_reading(struct conn *c);
 static void pump_in(struct conn *c);
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static void note_queued(struct conn *c, size_t queued)
 {
     if (queued > c->s->stats.buffered_peak)
@@ -817,12 +804,13 @@ static int make_ctx(SSL_CTX **out, const struct tls_stream_opts *o, char *err, s
     *out = NULL;
     ERR_clear_error();
     if (sc == NULL) {
-        set_err(err, errlen, "cannot create a TLS context: out of memory");
+        tls_util_set_err(err, errlen, "cannot create a TLS context: out of memory");
         result = -ENOMEM;
         goto out;
     }
     if (!SSL_CTX_set_min_proto_version(sc, TLS1_2_VERSION)) {
-        set_err(err, errlen, "cannot require TLS 1.2: %s", tls_util_ssl_reason(why, sizeof why));
+        tls_util_set_err(err, errlen, "cannot require TLS 1.2: %s",
+                         tls_util_ssl_reason(why, sizeof why));
         goto out;
     }
     /* No renegotiation, no session resumption: every connection does a full
@@ -839,14 +827,14 @@ static int make_ctx(SSL_CTX **out, const struct tls_stream_opts *o, char *err, s
         goto out;
     if (o->client_ca_file) {
         if (!SSL_CTX_load_verify_file(sc, o->client_ca_file)) {
-            set_err(err, errlen, "cannot load client CA file %s: %s", o->client_ca_file,
-                    tls_util_ssl_reason(why, sizeof why));
+            tls_util_set_err(err, errlen, "cannot load client CA file %s: %s", o->client_ca_file,
+                             tls_util_ssl_reason(why, sizeof why));
             goto out;
         }
         /* Tells clients which CA their certificate should come from. */
         cas = SSL_load_client_CA_file(o->client_ca_file);
         if (cas == NULL) {
-            set_err(err, errlen, "no CA certificate in %s", o->client_ca_file);
+            tls_util_set_err(err, errlen, "no CA certificate in %s", o->client_ca_file);
             goto out;
         }
         SSL_CTX_set_client_CA_list(sc, cas);
@@ -879,12 +867,12 @@ int tls_stream_listen(uv_loop_t *loop, const struct tls_stream_opts *opts, tls_s
     *out = NULL;
     if (loop == NULL || opts == NULL || cb == NULL || opts->cert_file == NULL ||
         opts->key_file == NULL) {
-        set_err(err, errlen, "a loop, a callback, a certificate and a key are required");
+        tls_util_set_err(err, errlen, "a loop, a callback, a certificate and a key are required");
         return -EINVAL;
     }
     if (tls_util_parse_addr(opts->host, opts->port, &addr) < 0) {
-        set_err(err, errlen, "'%s' port %d is not a numeric address and port",
-                opts->host ? opts->host : "(null)", opts->port);
+        tls_util_set_err(err, errlen, "'%s' port %d is not a numeric address and port",
+                         opts->host ? opts->host : "(null)", opts->port);
         return -EINVAL;
     }
     r = make_ctx(&sc, opts, err, errlen);
@@ -893,7 +881,7 @@ int tls_stream_listen(uv_loop_t *loop, const struct tls_stream_opts *opts, tls_s
     s = calloc(1, sizeof *s);
     if (s == NULL) {
         SSL_CTX_free(sc);
-        set_err(err, errlen, "out of memory");
+        tls_util_set_err(err, errlen, "out of memory");
         return -ENOMEM;
     }
     s->loop = loop;
@@ -916,7 +904,7 @@ int tls_stream_listen(uv_loop_t *loop, const struct tls_stream_opts *opts, tls_s
     if (r == 0)
         r = uv_listen((uv_stream_t *)&s->tcp, LISTEN_QUEUE, on_connection);
     if (r < 0) {
-        set_err(err, errlen, "cannot listen on %s: %s", s->addr, uv_strerror(r));
+        tls_util_set_err(err, errlen, "cannot listen on %s: %s", s->addr, uv_strerror(r));
         s->closing = 1;
         uv_close((uv_handle_t *)&s->tcp, on_listener_closed);
         return r;

@@ -143,10 +143,7 @@ void tls_util_send_alert(BIO *wbio, uv_stream_t *stream)
     (void)uv_try_write(stream, &b, 1);
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
+void tls_util_set_err(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
     if (err == NULL || errlen == 0)
@@ -162,25 +159,25 @@ int tls_util_use_cert_key(SSL_CTX *sc, const char *cert_file, const char *key_fi
     char why[256];
     SSL_CTX_set_default_passwd_cb(sc, tls_util_no_passphrase);
     if (!SSL_CTX_use_certificate_chain_file(sc, cert_file)) {
-        set_err(err, errlen, "cannot load certificate file %s: %s", cert_file,
-                tls_util_ssl_reason(why, sizeof why));
+        tls_util_set_err(err, errlen, "cannot load certificate file %s: %s", cert_file,
+                         tls_util_ssl_reason(why, sizeof why));
         return -EINVAL;
     }
     if (!SSL_CTX_use_PrivateKey_file(sc, key_file, SSL_FILETYPE_PEM)) {
         unsigned long e = ERR_peek_last_error();
         if (ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH) {
-            set_err(err, errlen, "key file %s does not belong to certificate %s", key_file,
-                    cert_file);
+            tls_util_set_err(err, errlen, "key file %s does not belong to certificate %s", key_file,
+                             cert_file);
             ERR_clear_error();
         } else {
-            set_err(err, errlen, "cannot load key file %s: %s", key_file,
-                    tls_util_ssl_reason(why, sizeof why));
+            tls_util_set_err(err, errlen, "cannot load key file %s: %s", key_file,
+                             tls_util_ssl_reason(why, sizeof why));
         }
         return -EINVAL;
     }
     if (!SSL_CTX_check_private_key(sc)) {
-        set_err(err, errlen, "key file %s does not belong to certificate %s: %s", key_file,
-                cert_file, tls_util_ssl_reason(why, sizeof why));
+        tls_util_set_err(err, errlen, "key file %s does not belong to certificate %s: %s", key_file,
+                         cert_file, tls_util_ssl_reason(why, sizeof why));
         return -EINVAL;
     }
     return 0;

@@ -17,6 +17,10 @@
  * queue (it is per thread: a stale entry would blame the wrong call).
  * Returns buf. */
 const char *tls_util_ssl_reason(char *buf, size_t len);
+/* printf into err[errlen], when err is not NULL (the TLS modules' error
+ * messages). */
+void tls_util_set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* A numeric IPv4 or IPv6 address and a port (0..65535) into ss; -EINVAL
  * for anything else (names would need DNS, which could block). */

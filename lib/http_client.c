@@ -6,10 +6,19 @@
  * its capped body buffer). User callbacks run only from our own loop
  * callbacks, never from inside a curl callback or an API call.
  *
- * Every request uses a fresh connection that is closed when it ends
- * (FRESH_CONNECT + FORBID_REUSE): a probe then always measures connect and
- * TLS and always sees the peer certificate, and the OpenSSL context that
- * points back at the request never outlives it.
+ * A request uses a fresh connection that is closed when it ends
+ * (FRESH_CONNECT + FORBID_REUSE) unless it sets keepalive_s: then curl's
+ * connection cache in the CURLM may keep it (at most max_idle idle ones)
+ * and give it to a later request with the same target and TLS settings,
+ * until keepalive_s after it was opened (MAXLIFETIME_CONN). curl checks a
+ * cached connection before it reuses it and opens a new one when the
+ * server has closed it, or when a request on it fails before any answer.
+ *
+ * The peer certificate is read when it is verified (on_verify, through the
+ * SSL_CTX of the connection, which then holds a pointer to the request:
+ * the request keeps a reference to that SSL_CTX and clears the pointer
+ * before it goes) and again from the connection's SSL when the answer's
+ * headers arrive, which also covers a kept connection (no handshake).
  */
 #include "lib/http_client.h"
 
@@ -34,10 +43,16 @@
 
 enum req_state { REQ_ACTIVE, REQ_CANCELLED, REQ_DONE };
 
+/* Easy handles of finished requests kept for the next ones: an easy
+ * handle and its 16 kB buffer cost more to make than to reset, and probes
+ * make a thousand requests a second. Bounded: a burst leaves at most this
+ * many behind. */
+#define EASY_POOL 32
+
 struct http_sock {
     uv_poll_t poll;
     struct http_client *client;
-    struct http_request *req; /* the one request using it (no reuse), or NULL */
+    struct http_request *req; /* the request using it now, or NULL */
     curl_socket_t fd;
     struct http_sock *prev, *next;
 };
@@ -70,6 +85,8 @@ struct http_request {
 
     int has_cert;
     time_t cert_not_after;
+    SSL_CTX *ssl_ctx; /* a reference while its ex data points here */
+    int opened_socket; /* curl opened a socket for it: not (only) a kept connection */
 
     char errbuf[CURL_ERROR_SIZE];
     char detail[HTTP_DETAIL_MAX];
@@ -84,6 +101,8 @@ struct http_client {
     struct http_request *cancelled;
     struct http_sock *socks;
     size_t n_requests; /* active + cancelled not yet delivered */
+    CURL *pool[EASY_POOL];
+    size_t n_pool;
     int busy;          /* depth of our dispatch: teardown waits for 0 */
     int closing;
     int torn_down;
@@ -351,14 +370,44 @@ static void fill_cert(const struct http_request *r, struct http_response *res)
     res->cert_days_left = (int)floor(left / 86400.0);
 }
 
+/* The connection's SSL_CTX may outlive the request (a kept connection):
+ * it must no longer point here. */
+static void release_ssl_ctx(struct http_request *r)
+{
+    if (!r->ssl_ctx)
+        return;
+    SSL_CTX_set_ex_data(r->ssl_ctx, ssl_exidx, NULL);
+    SSL_CTX_free(r->ssl_ctx);
+    r->ssl_ctx = NULL;
+}
+
+static CURL *easy_take(struct http_client *c)
+{
+    if (c->n_pool)
+        return c->pool[--c->n_pool];
+    return curl_easy_init();
+}
+
+/* Only once out of the multi handle; every option is set again. */
+static void easy_give(struct http_client *c, CURL *e)
+{
+    if (!c->closing && c->n_pool < EASY_POOL) {
+        curl_easy_reset(e);
+        c->pool[c->n_pool++] = e;
+    } else {
+        curl_easy_cleanup(e);
+    }
+}
+
 static void request_free(struct http_request *r)
 {
     if (!r)
         return;
     if (r->sock)
         r->sock->req = NULL;
+    release_ssl_ctx(r);
     if (r->easy)
-        curl_easy_cleanup(r->easy);
+        easy_give(r->client, r->easy);
     curl_slist_free_all(r->headers);
     curl_slist_free_all(r->connect_to);
     buf_free(&r->body);
@@ -396,6 +445,12 @@ static void request_done(struct http_request *r, CURLcode cc)
     if (r->tcp_connected_ns)
         res.connect_us = (int64_t)((r->tcp_connected_ns - r->start_ns) / 1000);
     res.tls_us = info_us(r->easy, CURLINFO_APPCONNECT_TIME_T);
+    if (!r->opened_socket && r->tcp_connected_ns) {
+        /* A kept connection: connected, and TLS done, before it started. */
+        res.reused = 1;
+        if (r->https && res.tls_us == 0)
+            res.tls_us = res.connect_us;
+    }
     fill_cert(r, &res);
     res.result = map_result(r, cc, &res);
 
@@ -514,19 +569,22 @@ static int on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void
         s->client = c;
         s->fd = fd;
         s->poll.data = s;
-        struct http_request *r = NULL;
-        curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r);
-        if (r) {
-            if (r->sock)
-                r->sock->req = NULL;
-            r->sock = s;
-            s->req = r;
-        }
         s->next = c->socks;
         if (c->socks)
             c->socks->prev = s;
         c->socks = s;
         curl_multi_assign(c->multi, fd, s);
+    }
+    /* A kept connection passes from one request to the next. */
+    struct http_request *r = NULL;
+    curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r);
+    if (r && s->req != r) {
+        if (s->req)
+            s->req->sock = NULL;
+        if (r->sock)
+            r->sock->req = NULL;
+        r->sock = s;
+        s->req = r;
     }
     note_connected(s);
     int events = 0;
@@ -572,6 +630,27 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
     return len;
 }
 
+static void note_not_after(struct http_request *r, X509 *cert)
+{
+    struct tm tm;
+    if (cert && ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) == 1) {
+        r->cert_not_after = timegm(&tm);
+        r->has_cert = 1;
+    }
+}
+
+/* The peer certificate of the connection the answer comes on: on a kept
+ * connection there was no handshake (hence no on_verify) for this request.
+ * curl's SSL pointer is valid during the transfer only, as here. */
+static void note_peer_cert(struct http_request *r)
+{
+    struct curl_tlssessioninfo *ti = NULL;
+    if (curl_easy_getinfo(r->easy, CURLINFO_TLS_SSL_PTR, &ti) != CURLE_OK || !ti ||
+        ti->backend != CURLSSLBACKEND_OPENSSL || !ti->internals)
+        return;
+    note_not_after(r, SSL_get0_peer_certificate((SSL *)ti->internals));
+}
+
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
     struct http_request *r = ud;
@@ -581,6 +660,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
         return 0;
     }
     r->header_bytes += len;
+    if (r->https && r->header_bytes == len)
+        note_peer_cert(r);
     if ((len == 2 && p[0] == '\r' && p[1] == '\n') || (len == 1 && p[0] == '\n'))
         r->headers_done = 1;
     return len;
@@ -596,23 +677,51 @@ static int on_verify(int ok, X509_STORE_CTX *st)
     SSL *ssl = X509_STORE_CTX_get_ex_data(st, SSL_get_ex_data_X509_STORE_CTX_idx());
     SSL_CTX *ctx = ssl ? SSL_get_SSL_CTX(ssl) : NULL;
     struct http_request *r = ctx ? SSL_CTX_get_ex_data(ctx, ssl_exidx) : NULL;
-    X509 *cert = X509_STORE_CTX_get_current_cert(st);
-    struct tm tm;
-    if (r && cert && ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) == 1) {
-        r->cert_not_after = timegm(&tm);
-        r->has_cert = 1;
-    }
+    if (r)
+        note_not_after(r, X509_STORE_CTX_get_current_cert(st));
     return ok;
 }
 
+/* Called for each new connection (curl gives each its own SSL_CTX), while
+ * the request that opens it is alive. */
 static CURLcode on_ssl_ctx(CURL *e, void *sslctx, void *userp)
 {
     (void)e;
+    struct http_request *r = userp;
     SSL_CTX *ctx = sslctx;
-    /* Each request has its own connection, hence its own SSL_CTX. */
-    if (ssl_exidx >= 0 && SSL_CTX_set_ex_data(ctx, ssl_exidx, userp) == 1)
+    if (ssl_exidx < 0 || SSL_CTX_up_ref(ctx) != 1)
+        return CURLE_OK;
+    release_ssl_ctx(r); /* a retry or a redirect: a second connection */
+    r->ssl_ctx = ctx;
+    if (SSL_CTX_set_ex_data(ctx, ssl_exidx, r) == 1)
         SSL_CTX_set_verify(ctx, SSL_CTX_get_verify_mode(ctx), on_verify);
     return CURLE_OK;
+}
+
+/* The connection is ready (connected and TLS done, or kept) and the
+ * request is about to be sent. A kept connection may bring no socket
+ * callback at all (its poll state does not change). */
+static int on_prereq(void *clientp, char *conn_primary_ip, char *conn_local_ip,
+                     int conn_primary_port, int conn_local_port)
+{
+    (void)conn_primary_ip;
+    (void)conn_local_ip;
+    (void)conn_primary_port;
+    (void)conn_local_port;
+    struct http_request *r = clientp;
+    if (!r->tcp_connected_ns)
+        r->tcp_connected_ns = uv_hrtime();
+    return CURL_PREREQFUNC_OK;
+}
+
+/* curl made a socket for this request (a new connection). */
+static int on_sockopt(void *clientp, curl_socket_t fd, curlsocktype purpose)
+{
+    (void)fd;
+    (void)purpose;
+    struct http_request *r = clientp;
+    r->opened_socket = 1;
+    return CURL_SOCKOPT_OK;
 }
 
 /* ---- requests ---- */
@@ -738,8 +847,18 @@ static int setup_request(struct http_request *r, const struct http_request_opts 
     SETOPT(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     SETOPT(e, CURLOPT_NOPROXY, "*");
     SETOPT(e, CURLOPT_USERAGENT, "triad/" TRIAD_VERSION);
-    SETOPT(e, CURLOPT_FRESH_CONNECT, 1L);
-    SETOPT(e, CURLOPT_FORBID_REUSE, 1L);
+    if (o->keepalive_s) {
+        SETOPT(e, CURLOPT_MAXLIFETIME_CONN, (long)o->keepalive_s);
+        /* An idle connection is not kept longer than its whole life. */
+        SETOPT(e, CURLOPT_MAXAGE_CONN, (long)o->keepalive_s);
+    } else {
+        SETOPT(e, CURLOPT_FRESH_CONNECT, 1L);
+        SETOPT(e, CURLOPT_FORBID_REUSE, 1L);
+    }
+    SETOPT(e, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
+    SETOPT(e, CURLOPT_SOCKOPTDATA, r);
+    SETOPT(e, CURLOPT_PREREQFUNCTION, on_prereq);
+    SETOPT(e, CURLOPT_PREREQDATA, r);
     SETOPT(e, CURLOPT_TIMEOUT_MS, (long)r->timeout_ms);
     SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS, (long)r->connect_timeout_ms);
     if (o->max_redirects > 0) {
@@ -813,6 +932,10 @@ static int check_opts(const struct http_request_opts *o)
         log_error("http: connect_to must be host:port: %s", o->connect_to);
         return -EINVAL;
     }
+    if (o->keepalive_s > HTTP_MAX_KEEPALIVE_S) {
+        log_error("http: keepalive_s must be at most %d", HTTP_MAX_KEEPALIVE_S);
+        return -EINVAL;
+    }
     if (o->method && (!*o->method || strlen(o->method) > 16 || strpbrk(o->method, " \r\n"))) {
         log_error("http: bad method");
         return -EINVAL;
@@ -870,7 +993,7 @@ int http_request_start(struct http_client *c, const struct http_request_opts *o,
     r->max_header = o->max_header ? o->max_header : HTTP_DEFAULT_MAX_HEADER;
     buf_init(&r->body, o->max_body ? o->max_body : HTTP_DEFAULT_MAX_BODY);
 
-    r->easy = curl_easy_init();
+    r->easy = easy_take(c);
     if (!r->easy) {
         result = -ENOMEM;
         goto out;
@@ -932,12 +1055,25 @@ int http_client_new(uv_loop_t *loop, struct http_client **out)
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+    http_client_set_max_idle(c, HTTP_DEFAULT_MAX_IDLE);
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
     uv_timer_init(loop, &c->deliver);
     c->deliver.data = c;
     *out = c;
     return 0;
+}
+
+void http_client_set_max_idle(struct http_client *c, size_t n)
+{
+    /* 0 would mean no limit to curl. */
+    if (n < 1)
+        n = 1;
+    if (n > 100000)
+        n = 100000;
+    /* curl's default grows with the transfers in flight (4 each): kept
+     * connections would be closed whenever few requests overlap. */
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)n);
 }
 
 size_t http_client_active(const struct http_client *c)
@@ -957,6 +1093,8 @@ static void teardown(struct http_client *c)
     }
     curl_multi_cleanup(c->multi);
     c->multi = NULL;
+    while (c->n_pool)
+        curl_easy_cleanup(c->pool[--c->n_pool]);
     while (c->socks)
         sock_close(c->socks);
     c->n_closing += 2;

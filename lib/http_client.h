@@ -41,6 +41,9 @@
 #define HTTP_DEFAULT_MAX_BODY   (1024 * 1024)
 #define HTTP_DEFAULT_MAX_HEADER (32 * 1024)
 #define HTTP_DETAIL_MAX         256
+#define HTTP_MAX_KEEPALIVE_S    3600
+/* Idle kept connections per client unless http_client_set_max_idle says. */
+#define HTTP_DEFAULT_MAX_IDLE   64
 
 struct http_client;
 struct http_request;
@@ -87,6 +90,15 @@ struct http_request_opts {
     /* Talk HTTP over this Unix socket instead of TCP (the URL's host is then
      * only the Host header): the daemon's control socket. */
     const char *unix_socket;
+
+    /* 0 (the default): a fresh connection for this request, closed when it
+     * ends. N: the connection may stay open and serve later requests that
+     * also set keepalive_s, to the same target with the same TLS settings,
+     * until N seconds after it was opened (at most HTTP_MAX_KEEPALIVE_S);
+     * then a fresh one is opened, so the connect, the TLS handshake and the
+     * peer certificate are checked again at least every N seconds. A kept
+     * connection that the server has closed is replaced transparently. */
+    uint32_t keepalive_s;
 };
 
 struct http_response {
@@ -112,6 +124,7 @@ struct http_response {
     int64_t total_us;         /* start to end */
     int64_t connect_us;       /* start to TCP connected, 0 if never */
     int64_t tls_us;           /* start to TLS handshake done, 0 if none */
+    int reused;               /* 1: sent on a kept connection (no connect, no handshake) */
     /* Peer (leaf) certificate, HTTPS only; also set when verification failed. */
     int has_cert;
     time_t cert_not_after;
@@ -130,6 +143,10 @@ int http_client_new(uv_loop_t *loop, struct http_client **out);
 /* Cancel all requests and release everything; close_cb (may be NULL) runs
  * when the last handle is closed. Safe to call from a request callback. */
 void http_client_close(struct http_client *c, http_close_cb close_cb, void *arg);
+/* At most this many idle kept connections (keepalive_s) stay open: when
+ * one more would be kept, curl closes one of them. Each holds a file
+ * descriptor. */
+void http_client_set_max_idle(struct http_client *c, size_t n);
 /* Requests in flight (started, callback not yet returned). */
 size_t http_client_active(const struct http_client *c);
 

@@ -410,13 +410,17 @@ static void on_mhd_completed(void *cls, struct MHD_Connection *c, void **con_cls
     req_free(r);
 }
 
+/* With MHD_RESPMEM_MUST_FREE the body is taken whatever happens: MHD's
+ * once the response exists, freed here when it cannot be made. */
 static int build_response(struct req *r, unsigned status, const char *ctype, const char *body,
-                          size_t len)
+                          size_t len, enum MHD_ResponseMemoryMode mode)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY);
-    if (!resp)
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)(uintptr_t)body, mode);
+    if (!resp) {
+        if (mode == MHD_RESPMEM_MUST_FREE)
+            free((void *)(uintptr_t)body);
         return -ENOMEM;
+    }
     if (ctype && MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) != MHD_YES)
         goto fail;
     for (int i = 0; i < r->nhdr; i++)
@@ -449,7 +453,8 @@ static enum MHD_Result queue_answer(struct req *r)
 
 static enum MHD_Result answer_now(struct req *r, unsigned status, const char *json)
 {
-    if (build_response(r, status, "application/json", json, strlen(json)) < 0)
+    if (build_response(r, status, "application/json", json, strlen(json),
+                       MHD_RESPMEM_MUST_COPY) < 0)
         return MHD_NO; /* out of memory: drop the connection */
     return queue_answer(r);
 }
@@ -1095,14 +1100,17 @@ int httpd_response_header(struct httpd_request *req, const char *name, const cha
     return 0;
 }
 
-int httpd_respond(struct httpd_request *req, unsigned status, const char *content_type,
-                  const char *body, size_t len)
+static int respond(struct httpd_request *req, unsigned status, const char *content_type,
+                   const char *body, size_t len, enum MHD_ResponseMemoryMode mode)
 {
     struct req *r = (struct req *)req;
-    if (r->state != REQ_HANDLER && r->state != REQ_DEFERRED)
+    if (r->state != REQ_HANDLER && r->state != REQ_DEFERRED) {
+        if (mode == MHD_RESPMEM_MUST_FREE)
+            free((void *)(uintptr_t)body);
         return -EALREADY;
+    }
     int was_suspended = r->suspended;
-    int rc = build_response(r, status, content_type, body ? body : "", body ? len : 0);
+    int rc = build_response(r, status, content_type, body, len, mode);
     if (rc < 0)
         return rc;
     if (was_suspended) {
@@ -1115,6 +1123,21 @@ int httpd_respond(struct httpd_request *req, unsigned status, const char *conten
         ep_kick(r->ep);
     }
     return 0;
+}
+
+int httpd_respond(struct httpd_request *req, unsigned status, const char *content_type,
+                  const char *body, size_t len)
+{
+    return respond(req, status, content_type, body ? body : "", body ? len : 0,
+                   MHD_RESPMEM_MUST_COPY);
+}
+
+int httpd_respond_take(struct httpd_request *req, unsigned status, const char *content_type,
+                       char *body, size_t len)
+{
+    if (!body)
+        return httpd_respond(req, status, content_type, "", 0);
+    return respond(req, status, content_type, body, len, MHD_RESPMEM_MUST_FREE);
 }
 
 void httpd_defer(struct httpd_request *req, httpd_abort_cb on_abort)

@@ -176,6 +176,11 @@ int httpd_response_header(struct httpd_request *req, const char *name, const cha
  * (answered already), -ENOMEM. */
 int httpd_respond(struct httpd_request *req, unsigned status, const char *content_type,
                   const char *body, size_t len);
+/* The same with a malloc'd body that is taken, not copied (a large answer
+ * such as /metrics then exists once): freed by the server after sending,
+ * or at once when the call fails. */
+int httpd_respond_take(struct httpd_request *req, unsigned status, const char *content_type,
+                       char *body, size_t len);
 
 /* From the handler only: the answer comes later, from the loop, through
  * httpd_respond(). The connection is suspended meanwhile: no timeout

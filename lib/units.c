@@ -51,6 +51,10 @@ int units_duration_ms(const char *s, int64_t *out_ms, const char **why)
         *why = "expected a duration such as 500ms, 5s, 2m, 1h";
         return -EINVAL;
     }
+    if (*u == '\0' && v == 0) {
+        *out_ms = 0; /* "0" is 0 in any unit */
+        return 0;
+    }
     if (*u == '\0') {
         *why = "a duration needs a unit (ms, s, m, h, d), e.g. 5s";
         return -EINVAL;

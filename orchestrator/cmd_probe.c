@@ -34,7 +34,7 @@ static void print_table(const struct probe_sched *s)
                !p->last.done ? "?"
                : p->last.ok  ? "up"
                              : "down",
-               lat, p->last.detail);
+               lat, probe_detail(p));
     }
 }
 
@@ -91,7 +91,7 @@ static void on_result(struct probe_sched *s, struct probe *p, bool changed, void
         json_decref(j);
     } else {
         printf("%-6s %-16s %-6s %6lldms  %s\n", p->cfg->site, p->cfg->name,
-               p->last.ok ? "up" : "down", (long long)p->last.latency_ms, p->last.detail);
+               p->last.ok ? "up" : "down", (long long)p->last.latency_ms, probe_detail(p));
     }
     fflush(stdout);
 }

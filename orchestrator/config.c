@@ -366,7 +366,8 @@ static void read_probe(struct reader *r, struct ynode *n, const struct probe_def
                                            NULL };
     static const char *const http_keys[] = {
         "name", "kind",       "site",          "critical",    "interval", "timeout",       "jitter",
-        "url",  "connect_to", "expect_status", "expect_body", "ca_file",  "cert_min_days", NULL
+        "url",  "connect_to", "expect_status", "expect_body", "ca_file",  "cert_min_days", "keepalive",
+        NULL
     };
     static const char *const dns_keys[] = { "name",     "kind",    "site",   "critical",
                                             "interval", "timeout", "jitter", "query",
@@ -445,6 +446,11 @@ static void read_probe(struct reader *r, struct ynode *n, const struct probe_def
         read_file_ref(r, n, "ca_file", CFG_FILE_CA, &p->ca_file);
         if (yread_int(r->d, n, "cert_min_days", 0, 3650, &v) > 0)
             p->cert_min_days = (int)v;
+        p->keepalive_ms = CFG_DEFAULT_HTTP_KEEPALIVE_MS;
+        if (yread_duration(r->d, n, "keepalive", 0, 3600000, &p->keepalive_ms) > 0 &&
+            p->keepalive_ms % 1000 != 0)
+            yread_error(r->d, ynode_get(n, "keepalive"),
+                        "'keepalive' must be 0 or whole seconds (e.g. 30s)");
         yread_unknown_keys(r->d, n, http_keys);
         break;
     }

@@ -16,6 +16,8 @@
 #define CFG_MAX_SITES    7
 #define CFG_MAX_PROBES   2000
 #define CFG_MAX_LIST     64 /* any other list: names, servers, addresses */
+/* http probes reuse a connection this long by default (keepalive). */
+#define CFG_DEFAULT_HTTP_KEEPALIVE_MS 30000
 #define CFG_DEFAULT_PATH "/etc/triad/triad.yaml"
 
 enum site_role { ROLE_PRIMARY, ROLE_STANDBY, ROLE_WITNESS };
@@ -151,6 +153,7 @@ struct cfg_probe {
     char *expect_body;
     char *ca_file;
     int cert_min_days;
+    int64_t keepalive_ms; /* reuse a connection this long; 0: a fresh one each check */
     /* dns */
     char *qname;
     char *qtype;

@@ -101,6 +101,7 @@ static json_t *probes_json(const struct config *cfg)
             json_object_set_new(o, "expect_body", str_or_null(p->expect_body));
             json_object_set_new(o, "ca_file", str_or_null(p->ca_file));
             json_object_set_new(o, "cert_min_days", json_integer(p->cert_min_days));
+            json_object_set_new(o, "keepalive_ms", json_integer((json_int_t)p->keepalive_ms));
             break;
         case PROBE_DNS:
             json_object_set_new(o, "query", str_or_null(p->qname));

@@ -279,8 +279,7 @@ static void handle(struct httpd_request *req)
         struct buf b;
         buf_init(&b, 4u << 20);
         metrics_render(c->d, &b);
-        httpd_respond(req, 200, "text/plain; version=0.0.4", b.data ? b.data : "", b.len);
-        buf_free(&b);
+        httpd_respond_take(req, 200, "text/plain; version=0.0.4", b.data, b.len);
         return;
     }
     if (strcmp(path, "/v1/health") == 0) {

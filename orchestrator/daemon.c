@@ -298,7 +298,7 @@ static void on_probe(struct probe_sched *s, struct probe *p, bool changed, void 
     struct daemon *d = arg;
     /* Raw transitions (not debounced) go into a run's journal. */
     if (d->runs && p->last.done && p->last.ok != p->prev_ok)
-        runs_probe_changed(d->runs, p->cfg->site, p->cfg->name, p->last.ok, p->last.detail);
+        runs_probe_changed(d->runs, p->cfg->site, p->cfg->name, p->last.ok, probe_detail(p));
     p->prev_ok = p->last.ok;
     if (changed && !d->stopping) {
         update_views(d);

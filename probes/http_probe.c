@@ -34,7 +34,7 @@ static void on_done(struct http_request *req, const struct http_response *res, v
         return;
     hp->req = NULL;
     const struct cfg_probe *c = p->cfg;
-    json_t *fields = json_pack("{s:i}", "status", (int)res->status);
+    json_t *fields = json_pack("{s:i,s:b}", "status", (int)res->status, "reused", res->reused);
     if (res->has_cert)
         json_object_set_new(fields, "cert_days_left", json_integer(res->cert_days_left));
     if (res->result < 0) {
@@ -96,6 +96,7 @@ static void http_run(struct probe *p)
         .expect_status = p->cfg->expect_status,
         .ca_file = p->cfg->ca_file,
         .connect_to = hp->connect_to,
+        .keepalive_s = (uint32_t)(p->cfg->keepalive_ms / 1000),
     };
     int rc = http_request_start(p->sched->http, &o, on_done, ctx, &hp->req);
     if (rc < 0) {

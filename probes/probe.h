@@ -43,7 +43,10 @@ struct probe_result {
     bool ok;
     int64_t latency_ms;
     int64_t at_ms; /* monotonic, when it finished */
-    char detail[PROBE_DETAIL_MAX];
+    /* One line, at most PROBE_DETAIL_MAX - 1 bytes; NULL before the first
+     * result (probe_detail() gives ""). Heap-allocated to its length: a
+     * thousand probes do not each carry PROBE_DETAIL_MAX bytes. */
+    char *detail;
     json_t *fields; /* driver fields (in_recovery, replay_lag_bytes, ...) */
 };
 
@@ -121,6 +124,8 @@ void probe_driver_closed(struct probe *p);
 int64_t probe_now_ms(const struct probe *p);
 
 /* One probe as JSON (site, name, kind, state, latency_ms, detail, fields). */
+/* The last result's detail, "" before the first. */
+const char *probe_detail(const struct probe *p);
 json_t *probe_to_json(const struct probe *p);
 
 extern const struct probe_driver probe_driver_postgres;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "lib/dns_client.h"
 #include "lib/http_client.h"
@@ -47,6 +48,43 @@ static const struct probe_driver *driver_for(enum probe_kind k)
     return NULL;
 }
 
+/* Each kept http connection and each postgres probe holds a descriptor;
+ * 1,000 kept connections would not fit a soft limit of 1,024 (systemd's
+ * default). Raise the soft limit toward the hard one when needed. */
+static void ensure_fd_room(size_t need)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+        return;
+    rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? (rlim_t)need : rl.rlim_max;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = want;
+    if (want > was && setrlimit(RLIMIT_NOFILE, &rl) == 0)
+        log_info("probes: open file limit raised from %llu to %llu", (unsigned long long)was,
+                 (unsigned long long)want);
+    if (want < need)
+        log_warn("probes: the open file limit (%llu) is below the %zu descriptors the probes may "
+                 "need (raise LimitNOFILE)",
+                 (unsigned long long)want, need);
+}
+
+/* The idle kept connections the http probes may hold: one per probe. */
+static void size_http_cache(struct probe_sched *s, const struct config *cfg)
+{
+    size_t kept = 0, other = 0;
+    for (size_t i = 0; i < cfg->n_probes; i++) {
+        if (cfg->probes[i].kind == PROBE_HTTP && cfg->probes[i].keepalive_ms > 0)
+            kept++;
+        else
+            other++;
+    }
+    if (kept)
+        http_client_set_max_idle(s->http, kept);
+    /* Kept connections, one more each while it is replaced, the others,
+     * and room for the daemon's own sockets and files. */
+    ensure_fd_room(2 * kept + other + 256);
+}
+
 static int site_index(const struct config *cfg, const char *name)
 {
     for (size_t i = 0; i < cfg->n_sites; i++) {
@@ -71,6 +109,7 @@ int probe_sched_init(struct probe_sched *s, uv_loop_t *loop, const struct config
     int result = http_client_new(loop, &s->http);
     if (result < 0)
         return result;
+    size_http_cache(s, cfg);
     result = dns_client_new(loop, &s->dns);
     if (result < 0)
         return result;
@@ -109,6 +148,37 @@ static void record_duration(struct probe *p, int64_t ms)
     p->duration_count++;
 }
 
+/* One line: libpq and others put hints on following lines. Most checks
+ * repeat the previous detail ("HTTP 200"): then nothing is allocated. */
+static void set_detail(struct probe *p, const char *detail)
+{
+    char line[PROBE_DETAIL_MAX];
+    size_t o = 0;
+    for (const char *c = detail; *c && o + 1 < sizeof line; c++) {
+        if (*c == '\n' || *c == '\t' || *c == '\r') {
+            if (o && line[o - 1] != ' ')
+                line[o++] = ' ';
+            continue;
+        }
+        line[o++] = *c;
+    }
+    while (o && line[o - 1] == ' ')
+        o--;
+    line[o] = '\0';
+    if (p->last.detail && strcmp(p->last.detail, line) == 0)
+        return;
+    char *copy = strdup(line);
+    if (!copy)
+        return; /* keeps the previous detail rather than none */
+    free(p->last.detail);
+    p->last.detail = copy;
+}
+
+const char *probe_detail(const struct probe *p)
+{
+    return p->last.detail ? p->last.detail : "";
+}
+
 static void finish(struct probe *p, bool ok, json_t *fields, const char *detail)
 {
     struct probe_sched *s = p->sched;
@@ -128,26 +198,14 @@ static void finish(struct probe *p, bool ok, json_t *fields, const char *detail)
     p->last.ok = ok;
     p->last.latency_ms = now - p->started_ms;
     p->last.at_ms = now;
-    /* One line: libpq and others put hints on following lines. */
-    size_t o = 0;
-    for (const char *c = detail; *c && o + 1 < sizeof p->last.detail; c++) {
-        if (*c == '\n' || *c == '\t' || *c == '\r') {
-            if (o && p->last.detail[o - 1] != ' ')
-                p->last.detail[o++] = ' ';
-            continue;
-        }
-        p->last.detail[o++] = *c;
-    }
-    while (o && p->last.detail[o - 1] == ' ')
-        o--;
-    p->last.detail[o] = '\0';
+    set_detail(p, detail);
     record_duration(p, p->last.latency_ms);
     struct health_params hp = { s->cfg->health.fail_after, s->cfg->health.down_after_ms,
                                 s->cfg->health.recover_after };
     enum health_state before = p->health.state;
     bool changed = health_feed(&p->health, &hp, ok, now);
     if (changed && p->cfg->critical)
-        log_ev(p->health.state == HEALTH_DOWN ? LOG_WARN : LOG_INFO, "probe-state", p->last.detail,
+        log_ev(p->health.state == HEALTH_DOWN ? LOG_WARN : LOG_INFO, "probe-state", probe_detail(p),
                { "site", p->cfg->site }, { "probe", p->cfg->name },
                { "from", health_state_name(before) }, { "to", health_state_name(p->health.state) });
     if (s->once) {
@@ -299,6 +357,7 @@ static void closed_one(struct probe_sched *s)
         for (size_t i = 0; i < s->n; i++) {
             json_decref(s->probes[i].last.fields);
             json_decref(s->probes[i].last_ok_fields);
+            free(s->probes[i].last.detail);
         }
         free(s->probes);
         s->probes = NULL;
@@ -366,7 +425,7 @@ json_t *probe_to_json(const struct probe *p)
         json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:s,s:b}", "site", p->cfg->site, "name", p->cfg->name,
                   "kind", config_probe_kind_name(p->cfg->kind), "state", state, "health",
                   health_state_name(p->health.state), "latency_ms", (json_int_t)p->last.latency_ms,
-                  "detail", p->last.detail, "critical", p->cfg->critical);
+                  "detail", probe_detail(p), "critical", p->cfg->critical);
     if (p->last.fields)
         json_object_update_missing(o, p->last.fields);
     return o;

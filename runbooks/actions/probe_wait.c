@@ -69,7 +69,7 @@ static void describe(struct rb_exec *x, struct buf *out)
                json_string_value(json_object_get(x->params, "site")), want_up(x) ? "up" : "down",
                d);
     if (p && p->last.done)
-        buf_printf(out, " (now %s: %s)", p->last.ok ? "up" : "down", p->last.detail);
+        buf_printf(out, " (now %s: %s)", p->last.ok ? "up" : "down", probe_detail(p));
 }
 
 /* A result counts only if it is recent: two intervals plus the timeout. */
@@ -95,7 +95,7 @@ static void check(struct rb_exec *x)
     int64_t want = json_integer_value(json_object_get(x->params, "for"));
     bool ok = p->last.ok == want_up(x) && held >= want;
     rb_exec_done(x, ok ? 1 : 0, "%s for %lld ms: %s", p->last.ok ? "up" : "down", (long long)held,
-                 p->last.detail);
+                 probe_detail(p));
 }
 
 static void on_poll(uv_timer_t *t)
@@ -118,7 +118,7 @@ static void on_poll(uv_timer_t *t)
         st->since = p->last.at_ms;
     if (now - st->since >= json_integer_value(json_object_get(x->params, "for")))
         rb_exec_done(x, 0, "%s for %lld ms: %s", p->last.ok ? "up" : "down",
-                     (long long)(now - st->since), p->last.detail);
+                     (long long)(now - st->since), probe_detail(p));
 }
 
 static void run(struct rb_exec *x)

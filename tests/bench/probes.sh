@@ -39,7 +39,9 @@
 # Environment: BENCH_HTTP (1000), BENCH_PG (100), BENCH_WARMUP (10 s),
 # BENCH_WINDOW (60 s), BENCH_FLOOR=0 (skip the floor), BENCH_KILLS (20),
 # BENCH_HTTPS=1 (the http probes use TLS, against fixtures serving the lab's
-# ingress certificate: a variant, not the target).
+# ingress certificate: a variant, not the target), BENCH_WRAP (a command put
+# before the load's daemon, e.g. "heaptrack -o /tmp/ht": to find where the
+# time or memory goes; the figures are then not the daemon's alone).
 # Needs root; runs its own lab (LAB_DIR=/tmp/triad-bench-p, netns
 # triad-bench-p); about 4 minutes. The machine's load average is printed
 # before, during and after: CPU figures from a busy machine are not
@@ -180,11 +182,12 @@ bench_load() {
         grep -q 8081 $BENCH/fixture-3.out" || { echo "http fixtures did not start" >&2; return 1; }
     # No bind shim: partitions play no part here, and the figure is the
     # daemon's own cost.
-    "${NS[@]}" env LAB_INSTANCE="$LAB_DIR" LAB_SITE=bench "$TRIAD" daemon -c "$BENCH/triad.yaml" \
-        >"$BENCH/triad.log" 2>&1 &
+    # shellcheck disable=SC2086 # BENCH_WRAP is a command line
+    "${NS[@]}" env LAB_INSTANCE="$LAB_DIR" LAB_SITE=bench ${BENCH_WRAP:-} "$TRIAD" daemon \
+        -c "$BENCH/triad.yaml" >"$BENCH/triad.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
-    wait_for 10 test -S "$BENCH/triad.sock" || { echo "the bench daemon did not start" >&2; return 1; }
+    wait_for 30 test -S "$BENCH/triad.sock" || { echo "the bench daemon did not start" >&2; return 1; }
     sleep "$WARMUP"
     kill -0 "$pid" 2>/dev/null || { echo "the bench daemon died" >&2; tail -n 5 "$BENCH/triad.log" >&2; return 1; }
     metrics "$BENCH/triad.sock" >"$BENCH/metrics.0"

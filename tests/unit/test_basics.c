@@ -49,6 +49,9 @@ static void test_units(void **state)
     assert_int_equal(units_duration_ms("2m", &ms, &why), 0);
     assert_int_equal(ms, 120000);
     assert_int_equal(units_duration_ms("5", &ms, &why), -EINVAL);
+    ms = -1;
+    assert_int_equal(units_duration_ms("0", &ms, &why), 0); /* 0 needs no unit */
+    assert_int_equal(ms, 0);
     assert_int_equal(units_duration_ms("5 parsecs", &ms, &why), -EINVAL);
     assert_int_equal(units_duration_ms("inf", &ms, &why), -EINVAL);
     assert_int_equal(units_size("16MB", &sz, &why), 0);

@@ -123,6 +123,8 @@ static void test_valid_and_defaults(void **state)
     assert_true(cfg.probes[0].critical);
     assert_false(cfg.probes[2].critical);
     assert_int_equal(cfg.probes[0].interval_ms, 500);
+    assert_int_equal(cfg.probes[2].keepalive_ms, CFG_DEFAULT_HTTP_KEEPALIVE_MS);
+    assert_int_equal(cfg.probes[3].keepalive_ms, 0);
     /* DNS probes default to the configured servers. */
     assert_int_equal(cfg.probes[4].n_servers, 1);
     assert_string_equal(cfg.dns.fence_record, "_triad.matrix.lab.test");
@@ -184,6 +186,10 @@ static void test_every_error_reported(void **state)
           "did you mean 'StatefulSet'" },
         { "dc3:\n    role: witness\n    address: 127.0.3.1", "", "at least 3" },
         { "state_dir: /tmp/triad-test-state", "state_dir: [a, b]", "must be a single value" },
+        { "connect_to: \"127.0.1.10:443\"}", "connect_to: \"127.0.1.10:443\", keepalive: 1500ms}",
+          "'keepalive' must be 0 or whole seconds" },
+        { "connect_to: \"127.0.1.10:443\"}", "connect_to: \"127.0.1.10:443\", keepalive: 2h}",
+          "keepalive" },
         { "a: 1", "a: 1", "" }, /* placeholder, replaced below */
     };
     for (size_t i = 0; i + 1 < sizeof cases / sizeof cases[0]; i++) {

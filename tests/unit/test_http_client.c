@@ -58,8 +58,8 @@ static int run_cmd(const char *const *argv)
 
 static char tmpdir[64];
 static char ca_crt[128], wrong_ca_crt[128], srv_crt[128], srv_key[128], cli_crt[128], cli_key[128];
-static pid_t plain_pid, tls_pid, mtls_pid;
-static int plain_port, tls_port, mtls_port;
+static pid_t plain_pid, plain2_pid, tls_pid, mtls_pid;
+static int plain_port, plain2_port, tls_port, mtls_port;
 
 static void path_in(char *out, size_t outsz, const char *name)
 {
@@ -139,11 +139,13 @@ static int suite_setup(void **state)
         return -1;
     }
     plain_pid = fixture_start("http_fixture", NULL, &plain_port);
+    const char *plain2_args[] = { "--bind", "127.0.0.2", NULL };
+    plain2_pid = fixture_start("http_fixture", plain2_args, &plain2_port);
     const char *tls_args[] = { "--tls", srv_crt, srv_key, NULL };
     tls_pid = fixture_start("http_fixture", tls_args, &tls_port);
     const char *mtls_args[] = { "--tls", srv_crt, srv_key, "--client-ca", ca_crt, NULL };
     mtls_pid = fixture_start("http_fixture", mtls_args, &mtls_port);
-    if (plain_pid <= 0 || tls_pid <= 0 || mtls_pid <= 0)
+    if (plain_pid <= 0 || plain2_pid <= 0 || tls_pid <= 0 || mtls_pid <= 0)
         return -1;
     return 0;
 }
@@ -152,6 +154,7 @@ static int suite_teardown(void **state)
 {
     (void)state;
     fixture_stop(plain_pid);
+    fixture_stop(plain2_pid);
     fixture_stop(tls_pid);
     fixture_stop(mtls_pid);
     if (tmpdir[0]) {
@@ -230,6 +233,7 @@ struct outcome {
     char ctype[128];
     int has_cert;
     int days_left;
+    int reused;
     int64_t total_us, connect_us, tls_us;
     uint64_t done_ms;
 };
@@ -250,6 +254,7 @@ static void on_done(struct http_request *req, const struct http_response *res, v
     o->total_us = res->total_us;
     o->connect_us = res->connect_us;
     o->tls_us = res->tls_us;
+    o->reused = res->reused;
     o->done_ms = ctx_ms(o->x);
 }
 
@@ -269,6 +274,18 @@ static void fetch(struct http_request_opts *o, struct outcome *out)
     ctx_run(&x);
     assert_int_equal(out->calls, 1);
     ctx_done(&x);
+    out->x = NULL;
+}
+
+/* One request on an existing client (its kept connections), run to
+ * completion. */
+static void fetch_on(struct ctx *x, struct http_request_opts *o, struct outcome *out)
+{
+    memset(out, 0, sizeof *out);
+    out->x = x;
+    assert_int_equal(http_request_start(x->client, o, on_done, out, NULL), 0);
+    ctx_run(x);
+    assert_int_equal(out->calls, 1);
     out->x = NULL;
 }
 
@@ -620,9 +637,164 @@ static void test_bad_options(void **state)
     o.bearer_token = "t";
     o.basic_auth = "u:p";
     assert_int_equal(http_request_start(x.client, &o, on_done, &r, NULL), -EINVAL);
+    o.bearer_token = NULL;
+    o.basic_auth = NULL;
+    o.keepalive_s = HTTP_MAX_KEEPALIVE_S + 1;
+    assert_int_equal(http_request_start(x.client, &o, on_done, &r, NULL), -EINVAL);
     ctx_run(&x);
     assert_int_equal(r.calls, 0); /* start errors are returned, never called back */
     assert_int_equal(http_client_active(x.client), 0);
+    ctx_done(&x);
+}
+
+/* keepalive_s: the next request goes on the same connection, a request
+ * without it neither takes nor leaves one. /conn counts the requests a
+ * connection has carried. */
+static void test_keepalive_reuse(void **state)
+{
+    (void)state;
+    char u[128];
+    url(u, sizeof u, plain_port, "/conn");
+    struct ctx x;
+    ctx_init(&x);
+    struct http_request_opts o = { .url = u, .timeout_ms = 5000, .keepalive_s = 30 };
+    struct outcome r;
+    fetch_on(&x, &o, &r);
+    assert_int_equal(r.result, 0);
+    assert_string_equal(r.body, "1");
+    assert_false(r.reused);
+    assert_true(r.connect_us > 0);
+    fetch_on(&x, &o, &r);
+    assert_int_equal(r.result, 0);
+    assert_string_equal(r.body, "2");
+    assert_true(r.reused);
+
+    struct http_request_opts fresh = o;
+    fresh.keepalive_s = 0;
+    fetch_on(&x, &fresh, &r);
+    assert_string_equal(r.body, "1");
+    assert_false(r.reused);
+    fetch_on(&x, &o, &r);
+    assert_string_equal(r.body, "3");
+
+    /* The server answers, then closes the connection it kept open: the next
+     * request gets a new one and succeeds. */
+    char uc[128];
+    url(uc, sizeof uc, plain_port, "/ok-close");
+    struct http_request_opts closing = o;
+    closing.url = uc;
+    fetch_on(&x, &closing, &r);
+    assert_int_equal(r.result, 0);
+    fetch_on(&x, &o, &r);
+    assert_int_equal(r.result, 0);
+    assert_false(r.reused);
+    assert_string_equal(r.body, "1");
+    ctx_done(&x);
+}
+
+/* Two sites' ingresses under one public name, pinned with connect_to: a
+ * connection kept for one is never used for the other. */
+static void test_keepalive_per_target(void **state)
+{
+    (void)state;
+    char pin1[64], pin2[64];
+    snprintf(pin1, sizeof pin1, "127.0.0.1:%d", plain_port);
+    snprintf(pin2, sizeof pin2, "127.0.0.2:%d", plain2_port);
+    struct ctx x;
+    ctx_init(&x);
+    struct http_request_opts a = { .url = "http://matrix.test/conn",
+                                   .connect_to = pin1,
+                                   .timeout_ms = 5000,
+                                   .keepalive_s = 30 };
+    struct http_request_opts b = a;
+    b.connect_to = pin2;
+    struct outcome r;
+    fetch_on(&x, &a, &r);
+    assert_string_equal(r.body, "1");
+    fetch_on(&x, &b, &r);
+    assert_int_equal(r.result, 0);
+    assert_string_equal(r.body, "1");
+    fetch_on(&x, &a, &r);
+    assert_string_equal(r.body, "2");
+    fetch_on(&x, &b, &r);
+    assert_string_equal(r.body, "2");
+    ctx_done(&x);
+
+    /* Three targets (c: another name on a's address), each asked twice:
+     * with room, all three connections are kept; with one idle connection
+     * at most, at most one is. */
+    struct http_request_opts c = a;
+    c.url = "http://other.test/conn";
+    struct http_request_opts *targets[] = { &a, &b, &c };
+    for (size_t max_idle = 1; max_idle <= 3; max_idle += 2) {
+        ctx_init(&x);
+        http_client_set_max_idle(x.client, max_idle);
+        int kept = 0;
+        for (int round = 0; round < 2; round++) {
+            for (size_t i = 0; i < 3; i++) {
+                fetch_on(&x, targets[i], &r);
+                assert_int_equal(r.result, 0);
+                kept += round == 1 && strcmp(r.body, "2") == 0;
+            }
+        }
+        if (max_idle == 1)
+            assert_true(kept <= 1);
+        else
+            assert_int_equal(kept, 3);
+        ctx_done(&x);
+    }
+}
+
+/* A kept connection is replaced once older than keepalive_s (whole
+ * seconds: curl's check), so connect and handshake are checked again. */
+static void test_keepalive_expires(void **state)
+{
+    (void)state;
+    char u[128];
+    url(u, sizeof u, plain_port, "/conn");
+    struct ctx x;
+    ctx_init(&x);
+    struct http_request_opts o = { .url = u, .timeout_ms = 5000, .keepalive_s = 1 };
+    struct outcome r;
+    fetch_on(&x, &o, &r);
+    assert_string_equal(r.body, "1");
+    fetch_on(&x, &o, &r);
+    assert_string_equal(r.body, "2");
+    usleep(2100 * 1000);
+    fetch_on(&x, &o, &r);
+    assert_int_equal(r.result, 0);
+    assert_string_equal(r.body, "1");
+    assert_false(r.reused);
+    ctx_done(&x);
+}
+
+/* Over TLS: the kept connection has no handshake, the certificate's expiry
+ * is still reported. */
+static void test_keepalive_tls(void **state)
+{
+    (void)state;
+    char u[128], pin[64];
+    struct http_request_opts o;
+    tls_opts(&o, u, sizeof u, pin, sizeof pin, tls_port, "ingress.test");
+    snprintf(u, sizeof u, "https://ingress.test/conn");
+    o.keepalive_s = 30;
+    struct ctx x;
+    ctx_init(&x);
+    struct outcome r;
+    fetch_on(&x, &o, &r);
+    assert_int_equal(r.result, 0);
+    assert_string_equal(r.body, "1");
+    assert_true(r.has_cert);
+    fetch_on(&x, &o, &r);
+    assert_int_equal(r.result, 0);
+    assert_string_equal(r.body, "2");
+    assert_true(r.reused);
+    assert_true(r.has_cert);
+    assert_true(r.days_left == 29 || r.days_left == 30);
+    /* Another CA file is another TLS configuration: not the same connection. */
+    o.ca_file = wrong_ca_crt;
+    fetch_on(&x, &o, &r);
+    assert_int_equal(r.result, -EKEYREJECTED);
     ctx_done(&x);
 }
 
@@ -887,6 +1059,10 @@ int main(void)
         cmocka_unit_test(test_echo_auth_body),
         cmocka_unit_test(test_redirect),
         cmocka_unit_test(test_local_addr),
+        cmocka_unit_test(test_keepalive_reuse),
+        cmocka_unit_test(test_keepalive_per_target),
+        cmocka_unit_test(test_keepalive_expires),
+        cmocka_unit_test(test_keepalive_tls),
         cmocka_unit_test(test_bad_options),
         cmocka_unit_test(test_concurrent_200),
         cmocka_unit_test(test_concurrent_1000),

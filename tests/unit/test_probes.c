@@ -231,7 +231,7 @@ static int record(struct run *r, struct probe *p, bool changed)
     snprintf(s->name, sizeof s->name, "%s", p->cfg->name);
     s->ok = p->last.ok;
     s->latency = p->last.latency_ms;
-    snprintf(s->detail, sizeof s->detail, "%s", p->last.detail);
+    snprintf(s->detail, sizeof s->detail, "%s", probe_detail(p));
     s->fields = p->last.fields ? json_deep_copy(p->last.fields) : NULL;
     return r->s.pending == 0;
 }

@@ -606,10 +606,17 @@ static int on_curl_timer(CURLM *m, long timeout_ms, void *userp)
     struct http_client *c = userp;
     if (uv_is_closing((uv_handle_t *)&c->timer))
         return 0;
-    if (timeout_ms < 0)
+    if (timeout_ms < 0) {
         uv_timer_stop(&c->timer);
-    else
-        uv_timer_start(&c->timer, on_timer, (uint64_t)timeout_ms, 0);
+        return 0;
+    }
+    /* curl asks again and again for the same deadline while transfers
+     * progress; moving a timer costs a heap removal and insertion among
+     * the probes' thousand timers. */
+    if (uv_is_active((uv_handle_t *)&c->timer) &&
+        uv_timer_get_due_in(&c->timer) == (uint64_t)timeout_ms)
+        return 0;
+    uv_timer_start(&c->timer, on_timer, (uint64_t)timeout_ms, 0);
     return 0;
 }
 

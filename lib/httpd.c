@@ -37,6 +37,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pwd.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -410,30 +411,8 @@ static void on_mhd_completed(void *cls, struct MHD_Connection *c, void **con_cls
     req_free(r);
 }
 
-/* With MHD_RESPMEM_MUST_FREE the body is taken whatever happens: MHD's
- * once the response exists, freed here when it cannot be made. */
-static int build_response(struct req *r, unsigned status, const char *ctype, const char *body,
-                          size_t len, enum MHD_ResponseMemoryMode mode)
-{
-    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)(uintptr_t)body, mode);
-    if (!resp) {
-        if (mode == MHD_RESPMEM_MUST_FREE)
-            free((void *)(uintptr_t)body);
-        return -ENOMEM;
-    }
-    if (ctype && MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) != MHD_YES)
-        goto fail;
-    for (int i = 0; i < r->nhdr; i++)
-        if (MHD_add_response_header(resp, r->hdr_name[i], r->hdr_value[i]) != MHD_YES)
-            goto fail;
-    r->resp = resp;
-    r->status = status;
-    r->state = REQ_ANSWERED;
-    return 0;
-fail:
-    MHD_destroy_response(resp);
-    return -ENOMEM;
-}
+static int respond_with(struct req *r, unsigned status, const char *ctype,
+                        struct MHD_Response *resp);
 
 static enum MHD_Result queue_answer(struct req *r)
 {
@@ -453,8 +432,10 @@ static enum MHD_Result queue_answer(struct req *r)
 
 static enum MHD_Result answer_now(struct req *r, unsigned status, const char *json)
 {
-    if (build_response(r, status, "application/json", json, strlen(json),
-                       MHD_RESPMEM_MUST_COPY) < 0)
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(json), (void *)(uintptr_t)json,
+                                        MHD_RESPMEM_MUST_COPY);
+    if (!resp || respond_with(r, status, "application/json", resp) < 0)
         return MHD_NO; /* out of memory: drop the connection */
     return queue_answer(r);
 }
@@ -1100,20 +1081,19 @@ int httpd_response_header(struct httpd_request *req, const char *name, const cha
     return 0;
 }
 
-static int respond(struct httpd_request *req, unsigned status, const char *content_type,
-                   const char *body, size_t len, enum MHD_ResponseMemoryMode mode)
+/* Takes resp: it becomes the request's answer, or is destroyed. */
+static int respond_with(struct req *r, unsigned status, const char *ctype,
+                        struct MHD_Response *resp)
 {
-    struct req *r = (struct req *)req;
-    if (r->state != REQ_HANDLER && r->state != REQ_DEFERRED) {
-        if (mode == MHD_RESPMEM_MUST_FREE)
-            free((void *)(uintptr_t)body);
-        return -EALREADY;
-    }
-    int was_suspended = r->suspended;
-    int rc = build_response(r, status, content_type, body, len, mode);
-    if (rc < 0)
-        return rc;
-    if (was_suspended) {
+    if (ctype && MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) != MHD_YES)
+        goto fail;
+    for (int i = 0; i < r->nhdr; i++)
+        if (MHD_add_response_header(resp, r->hdr_name[i], r->hdr_value[i]) != MHD_YES)
+            goto fail;
+    r->resp = resp;
+    r->status = status;
+    r->state = REQ_ANSWERED;
+    if (r->suspended) {
         struct httpd_priv *p = r->ep->p;
         deferred_unlink(p, r);
         p->stats.deferred_open--;
@@ -1123,21 +1103,71 @@ static int respond(struct httpd_request *req, unsigned status, const char *conte
         ep_kick(r->ep);
     }
     return 0;
+fail:
+    MHD_destroy_response(resp);
+    return -ENOMEM;
+}
+
+static bool may_respond(const struct req *r)
+{
+    return r->state == REQ_HANDLER || r->state == REQ_DEFERRED;
 }
 
 int httpd_respond(struct httpd_request *req, unsigned status, const char *content_type,
                   const char *body, size_t len)
 {
-    return respond(req, status, content_type, body ? body : "", body ? len : 0,
-                   MHD_RESPMEM_MUST_COPY);
+    struct req *r = (struct req *)req;
+    if (!may_respond(r))
+        return -EALREADY;
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        body ? len : 0, (void *)(uintptr_t)(body ? body : ""), MHD_RESPMEM_MUST_COPY);
+    if (!resp)
+        return -ENOMEM;
+    return respond_with(r, status, content_type, resp);
 }
 
-int httpd_respond_take(struct httpd_request *req, unsigned status, const char *content_type,
-                       char *body, size_t len)
+struct stream {
+    httpd_stream_cb read;
+    httpd_stream_free_cb free;
+    void *arg;
+};
+
+static ssize_t on_stream_read(void *cls, uint64_t pos, char *out, size_t max)
 {
-    if (!body)
-        return httpd_respond(req, status, content_type, "", 0);
-    return respond(req, status, content_type, body, len, MHD_RESPMEM_MUST_FREE);
+    (void)pos;
+    struct stream *st = cls;
+    ssize_t n = st->read(st->arg, out, max);
+    if (n > 0)
+        return n;
+    return n == 0 ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void on_stream_free(void *cls)
+{
+    struct stream *st = cls;
+    if (st->free)
+        st->free(st->arg);
+    free(st);
+}
+
+int httpd_respond_stream(struct httpd_request *req, unsigned status, const char *content_type,
+                         httpd_stream_cb read, httpd_stream_free_cb free_cb, void *arg)
+{
+    struct req *r = (struct req *)req;
+    struct stream *st = may_respond(r) ? malloc(sizeof *st) : NULL;
+    struct MHD_Response *resp = NULL;
+    if (st) {
+        *st = (struct stream){ read, free_cb, arg };
+        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, HTTPD_STREAM_BLOCK,
+                                                 on_stream_read, st, on_stream_free);
+    }
+    if (!resp) {
+        free(st);
+        if (free_cb)
+            free_cb(arg);
+        return may_respond(r) ? -ENOMEM : -EALREADY;
+    }
+    return respond_with(r, status, content_type, resp);
 }
 
 void httpd_defer(struct httpd_request *req, httpd_abort_cb on_abort)

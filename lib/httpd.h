@@ -176,11 +176,19 @@ int httpd_response_header(struct httpd_request *req, const char *name, const cha
  * (answered already), -ENOMEM. */
 int httpd_respond(struct httpd_request *req, unsigned status, const char *content_type,
                   const char *body, size_t len);
-/* The same with a malloc'd body that is taken, not copied (a large answer
- * such as /metrics then exists once): freed by the server after sending,
- * or at once when the call fails. */
-int httpd_respond_take(struct httpd_request *req, unsigned status, const char *content_type,
-                       char *body, size_t len);
+/* An answer of unknown length made as it is sent (chunked), so that a
+ * large one (/metrics of a thousand probes) never exists whole: read fills
+ * at most max bytes of out and returns how many (> 0), 0 at the end, or -1
+ * to abort (the connection is closed: the client sees an incomplete
+ * answer). It runs on the loop, from the server, between other callbacks:
+ * what it reads may have changed since the previous call. free_cb (may be
+ * NULL) runs once when the answer is done with, also when this call fails
+ * (-EALREADY, -ENOMEM). */
+#define HTTPD_STREAM_BLOCK (32 * 1024)
+typedef ssize_t (*httpd_stream_cb)(void *arg, char *out, size_t max);
+typedef void (*httpd_stream_free_cb)(void *arg);
+int httpd_respond_stream(struct httpd_request *req, unsigned status, const char *content_type,
+                         httpd_stream_cb read, httpd_stream_free_cb free_cb, void *arg);
 
 /* From the handler only: the answer comes later, from the loop, through
  * httpd_respond(). The connection is suspended meanwhile: no timeout

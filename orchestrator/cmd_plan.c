@@ -139,7 +139,7 @@ int cmd_plan_runbook(const struct cli_args *a)
     int result = EXIT_OK;
     json_t *status = NULL;
     struct plan p = { .json = cli_flag(a, "json"), .exit_code = EXIT_OK };
-    json_t *cj = config_to_json(&cfg);
+    json_t *cj = config_runbook_json(&cfg);
     if (!ref) {
         fprintf(stderr, "triad plan: no runbook '%s' under 'runbooks'\n", name);
         result = EXIT_CONFIG;

@@ -1317,7 +1317,7 @@ int config_load(struct config *cfg, const char *path, const struct config_load_o
     cross_check(&r, root);
 
     if (!r.opts->skip_runbooks) {
-        json_t *ctx = config_to_json(cfg);
+        json_t *ctx = config_runbook_json(cfg);
         for (size_t i = 0; i < cfg->n_runbooks; i++) {
             if (!cfg->runbooks[i].path)
                 continue;

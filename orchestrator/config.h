@@ -345,8 +345,12 @@ const char *config_probe_kind_name(enum probe_kind k);
 const char *config_fence_method_name(enum fence_method m);
 
 /* The resolved configuration as a JSON document (defaults filled in; no
- * secrets, only file paths). Runbook parameters such as
- * ${sites.dc2.public_addresses} resolve against it. Caller decrefs. */
+ * secrets, only file paths). Caller decrefs. */
 json_t *config_to_json(const struct config *cfg);
+/* The same with only the site and name of each probe: what runbook
+ * parameters such as ${sites.dc2.public_addresses} resolve against. The
+ * whole of a thousand probes would make it megabytes, built for every run
+ * and every readiness round. */
+json_t *config_runbook_json(const struct config *cfg);
 
 #endif

@@ -149,7 +149,17 @@ static json_t *ess_json(const struct config *cfg)
     return json_pack("{s:o,s:o}", "namespace", str_or_null(cfg->ess.namespace_), "workloads", w);
 }
 
-json_t *config_to_json(const struct config *cfg)
+/* Which probes exist: what a runbook's probe.wait is checked against. */
+static json_t *probe_names_json(const struct config *cfg)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < cfg->n_probes; i++)
+        json_array_append_new(a, json_pack("{s:o,s:o}", "site", str_or_null(cfg->probes[i].site),
+                                           "name", str_or_null(cfg->probes[i].name)));
+    return a;
+}
+
+static json_t *to_json(const struct config *cfg, bool with_probes)
 {
     const struct cfg_quorum *q = &cfg->quorum;
     json_t *runbooks = json_object();
@@ -196,7 +206,7 @@ json_t *config_to_json(const struct config *cfg)
                         json_pack("{s:i,s:I,s:i}", "fail_after", cfg->health.fail_after,
                                   "down_after_ms", (json_int_t)cfg->health.down_after_ms,
                                   "recover_after", cfg->health.recover_after));
-    json_object_set_new(o, "probes", probes_json(cfg));
+    json_object_set_new(o, "probes", with_probes ? probes_json(cfg) : probe_names_json(cfg));
     json_object_set_new(
         o, "quorum",
         json_pack("{s:i,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I}", "size", q->size, "heartbeat_interval_ms",
@@ -237,4 +247,14 @@ json_t *config_to_json(const struct config *cfg)
                         json_pack("{s:s,s:s}", "level", levels[cfg->log.level], "format",
                                   cfg->log.json ? "json" : "logfmt"));
     return o;
+}
+
+json_t *config_to_json(const struct config *cfg)
+{
+    return to_json(cfg, true);
+}
+
+json_t *config_runbook_json(const struct config *cfg)
+{
+    return to_json(cfg, false);
 }

@@ -259,6 +259,39 @@ static bool refused_anonymous(struct control *c, struct httpd_request *req)
     return true;
 }
 
+/* /metrics is made as it is sent: a thousand probes make about a
+ * megabyte of text, which then never exists whole. */
+struct metrics_stream {
+    struct daemon *d;
+    struct metrics_cursor cur;
+    struct buf pending;
+    bool done;
+};
+
+static ssize_t metrics_read(void *arg, char *out, size_t max)
+{
+    struct metrics_stream *ms = arg;
+    if (ms->pending.len < max && !ms->done) {
+        int rc = metrics_render_next(ms->d, &ms->pending, &ms->cur, max - ms->pending.len);
+        if (rc < 0 || ms->pending.truncated)
+            return -1;
+        ms->done = rc == 0;
+    }
+    size_t n = ms->pending.len < max ? ms->pending.len : max;
+    if (n) {
+        memcpy(out, ms->pending.data, n);
+        buf_consume(&ms->pending, n);
+    }
+    return (ssize_t)n;
+}
+
+static void metrics_free(void *arg)
+{
+    struct metrics_stream *ms = arg;
+    buf_free(&ms->pending);
+    free(ms);
+}
+
 static void handle(struct httpd_request *req)
 {
     struct control *c = req->server->data;
@@ -276,10 +309,15 @@ static void handle(struct httpd_request *req)
         return;
     }
     if (strcmp(path, "/metrics") == 0) {
-        struct buf b;
-        buf_init(&b, 4u << 20);
-        metrics_render(c->d, &b);
-        httpd_respond_take(req, 200, "text/plain; version=0.0.4", b.data, b.len);
+        struct metrics_stream *ms = calloc(1, sizeof *ms);
+        if (!ms) {
+            respond_error(req, 500, "out of memory");
+            return;
+        }
+        ms->d = c->d;
+        buf_init(&ms->pending, 2 * HTTPD_STREAM_BLOCK + 64 * 1024);
+        httpd_respond_stream(req, 200, "text/plain; version=0.0.4", metrics_read, metrics_free,
+                             ms);
         return;
     }
     if (strcmp(path, "/v1/health") == 0) {

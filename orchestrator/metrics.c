@@ -56,43 +56,92 @@ static void render_run(struct daemon *d, struct buf *b)
     json_decref(run);
 }
 
-void metrics_render(struct daemon *d, struct buf *b)
+static void render_up(struct buf *b, const struct probe *p)
+{
+    buf_printf(b, "triad_probe_up{site=\"%s\",probe=\"%s\"} %d\n", p->cfg->site, p->cfg->name,
+               p->last.done && p->last.ok);
+}
+
+static void render_duration(struct buf *b, const struct probe *p)
+{
+    for (int k = 0; k < PROBE_BUCKETS; k++)
+        buf_printf(b,
+                   "triad_probe_duration_seconds_bucket{site=\"%s\",probe=\"%s\",le=\"%g\"} "
+                   "%llu\n",
+                   p->cfg->site, p->cfg->name, probe_bucket_ms[k] / 1000.0,
+                   (unsigned long long)p->buckets[k]);
+    buf_printf(b,
+               "triad_probe_duration_seconds_bucket{site=\"%s\",probe=\"%s\",le=\"+Inf\"} "
+               "%llu\n",
+               p->cfg->site, p->cfg->name, (unsigned long long)p->duration_count);
+    buf_printf(b, "triad_probe_duration_seconds_sum{site=\"%s\",probe=\"%s\"} %.6f\n",
+               p->cfg->site, p->cfg->name, p->duration_sum_s);
+    buf_printf(b, "triad_probe_duration_seconds_count{site=\"%s\",probe=\"%s\"} %llu\n",
+               p->cfg->site, p->cfg->name, (unsigned long long)p->duration_count);
+}
+
+static void render_lag(struct buf *b, const struct probe *p)
+{
+    json_t *lag = json_object_get(p->last.fields, "replay_lag_bytes");
+    if (p->cfg->kind == PROBE_POSTGRES && json_is_integer(lag))
+        buf_printf(b, "triad_pg_replay_lag_bytes{site=\"%s\",probe=\"%s\"} %lld\n",
+                   p->cfg->site, p->cfg->name, (long long)json_integer_value(lag));
+}
+
+/* The per-probe families, in order: each a header, then a part per probe. */
+static const struct {
+    const char *name, *type, *help;
+    void (*render)(struct buf *b, const struct probe *p);
+} families[] = {
+    { "triad_probe_up", "gauge", "1 when the probe's last check passed", render_up },
+    { "triad_probe_duration_seconds", "histogram", "time a probe check took", render_duration },
+    { "triad_pg_replay_lag_bytes", "gauge",
+      "bytes a replica has still to replay, as its postgres probe measures", render_lag },
+};
+#define N_FAMILIES (sizeof families / sizeof families[0])
+
+static void render_tail(struct daemon *d, struct buf *b);
+
+int metrics_render_next(struct daemon *d, struct buf *b, struct metrics_cursor *c,
+                        size_t at_least)
 {
     const struct probe_sched *s = &d->probes;
+    if (!c->started) {
+        c->started = true;
+        c->probes = s->probes;
+        c->n = s->n;
+    } else if (c->probes != s->probes || c->n != s->n) {
+        return -1; /* the probes were reloaded under a scrape in progress */
+    }
+    size_t start = b->len;
+    while (c->family <= N_FAMILIES && b->len - start < at_least) {
+        if (c->family == N_FAMILIES) {
+            render_tail(d, b);
+            c->family++;
+        } else if (c->i == 0 && !c->header_done) {
+            help(b, families[c->family].name, families[c->family].type, families[c->family].help);
+            c->header_done = true;
+        } else if (c->i < c->n) {
+            families[c->family].render(b, &c->probes[c->i++]);
+        } else {
+            c->family++;
+            c->i = 0;
+            c->header_done = false;
+        }
+    }
+    return c->family > N_FAMILIES ? 0 : 1;
+}
+
+void metrics_render(struct daemon *d, struct buf *b)
+{
+    struct metrics_cursor c = { 0 };
+    while (metrics_render_next(d, b, &c, SIZE_MAX) > 0) {
+    }
+}
+
+static void render_tail(struct daemon *d, struct buf *b)
+{
     int64_t now = loop_now_ms();
-    help(b, "triad_probe_up", "gauge", "1 when the probe's last check passed");
-    for (size_t i = 0; i < s->n; i++) {
-        const struct probe *p = &s->probes[i];
-        buf_printf(b, "triad_probe_up{site=\"%s\",probe=\"%s\"} %d\n", p->cfg->site, p->cfg->name,
-                   p->last.done && p->last.ok);
-    }
-    help(b, "triad_probe_duration_seconds", "histogram", "time a probe check took");
-    for (size_t i = 0; i < s->n; i++) {
-        const struct probe *p = &s->probes[i];
-        for (int k = 0; k < PROBE_BUCKETS; k++)
-            buf_printf(b,
-                       "triad_probe_duration_seconds_bucket{site=\"%s\",probe=\"%s\",le=\"%g\"} "
-                       "%llu\n",
-                       p->cfg->site, p->cfg->name, probe_bucket_ms[k] / 1000.0,
-                       (unsigned long long)p->buckets[k]);
-        buf_printf(b,
-                   "triad_probe_duration_seconds_bucket{site=\"%s\",probe=\"%s\",le=\"+Inf\"} "
-                   "%llu\n",
-                   p->cfg->site, p->cfg->name, (unsigned long long)p->duration_count);
-        buf_printf(b, "triad_probe_duration_seconds_sum{site=\"%s\",probe=\"%s\"} %.6f\n",
-                   p->cfg->site, p->cfg->name, p->duration_sum_s);
-        buf_printf(b, "triad_probe_duration_seconds_count{site=\"%s\",probe=\"%s\"} %llu\n",
-                   p->cfg->site, p->cfg->name, (unsigned long long)p->duration_count);
-    }
-    help(b, "triad_pg_replay_lag_bytes", "gauge",
-         "bytes a replica has still to replay, as its postgres probe measures");
-    for (size_t i = 0; i < s->n; i++) {
-        const struct probe *p = &s->probes[i];
-        json_t *lag = json_object_get(p->last.fields, "replay_lag_bytes");
-        if (p->cfg->kind == PROBE_POSTGRES && json_is_integer(lag))
-            buf_printf(b, "triad_pg_replay_lag_bytes{site=\"%s\",probe=\"%s\"} %lld\n",
-                       p->cfg->site, p->cfg->name, (long long)json_integer_value(lag));
-    }
     static const enum quorum_site_state states[] = { QSITE_UNKNOWN, QSITE_UP, QSITE_SDOWN,
                                                      QSITE_ODOWN, QSITE_FENCED };
     help(b, "triad_site_state", "gauge", "1 for the state this daemon sees each site in");

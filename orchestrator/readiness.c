@@ -149,7 +149,7 @@ static void start_round(struct readiness *rd)
     check_cert(rd, "the peer certificate", d->cfg.tls.cert_file);
     check_cert(rd, "the CA certificate", d->cfg.tls.ca_file);
     const struct cfg_runbook_ref *ref = config_runbook(&d->cfg, d->cfg.failover.runbook);
-    json_t *cj = config_to_json(&d->cfg);
+    json_t *cj = config_runbook_json(&d->cfg);
     struct diag dg;
     diag_init(&dg);
     if (!ref || rb_load(ref->path, cj, &rd->rb, &dg) < 0) {

@@ -431,7 +431,7 @@ static void on_exec(struct runs *r, int site, json_t *msg)
         return;
     }
     const struct cfg_runbook_ref *ref = config_runbook(&r->d->cfg, rbname);
-    json_t *cj = config_to_json(&r->d->cfg);
+    json_t *cj = config_runbook_json(&r->d->cfg);
     struct runbook *rb = NULL;
     struct diag dg;
     diag_init(&dg);
@@ -504,7 +504,7 @@ static void start_run(struct runs *r, const struct quorum_durable *dur)
 {
     struct daemon *d = r->d;
     const struct cfg_runbook_ref *ref = config_runbook(&d->cfg, dur->decision_runbook);
-    json_t *cj = config_to_json(&d->cfg);
+    json_t *cj = config_runbook_json(&d->cfg);
     struct runbook *rb = NULL;
     struct diag dg;
     diag_init(&dg);

@@ -10,6 +10,8 @@
  *                                               ${to.public_addresses}
  *   ${<any config path>}                        e.g. ${dns.names},
  *                                               ${sites.dc2.public_addresses}
+ *                                               (of the probes, only each
+ *                                               one's site and name)
  * A value that is exactly one reference takes the referenced value (a list
  * stays a list); references inside a longer string are interpolated. */
 #ifndef TRIAD_RUNBOOK_H

@@ -78,6 +78,7 @@ struct t {
     int expected;  /* clients to wait for before closing the server */
     int completed; /* completion order counter */
     struct httpd_request *pending;
+    int streams_freed;
     struct httpd_stats stats_at_close;
     struct client cl[MAX_CLIENTS];
     struct curl_run cr[4];
@@ -125,6 +126,36 @@ static void answer_json(struct httpd_request *req, unsigned status, json_t *j)
     free(s);
 }
 
+/* A made-as-sent answer: `total` bytes of a pattern, at most 1000 per
+ * call (many calls), or an abort once `fail_at` bytes are out. */
+struct gen {
+    struct t *t;
+    size_t total, sent, fail_at;
+};
+
+static ssize_t gen_read(void *arg, char *out, size_t max)
+{
+    struct gen *g = arg;
+    if (g->fail_at && g->sent >= g->fail_at)
+        return -1;
+    size_t n = g->total - g->sent;
+    if (n > max)
+        n = max;
+    if (n > 1000)
+        n = 1000;
+    for (size_t i = 0; i < n; i++)
+        out[i] = (char)('a' + (g->sent + i) % 26);
+    g->sent += n;
+    return (ssize_t)n;
+}
+
+static void gen_free(void *arg)
+{
+    struct gen *g = arg;
+    g->t->streams_freed++;
+    free(g);
+}
+
 static void handler(struct httpd_request *req)
 {
     struct t *t = req->server->data;
@@ -161,6 +192,20 @@ static void handler(struct httpd_request *req)
         t->pending = req;
         httpd_defer(req, on_abort);
         /* Deferring twice, or answering twice, is harmless. */
+        return;
+    }
+    if (strncmp(req->path, "/stream/", 8) == 0 || strcmp(req->path, "/stream-fail") == 0) {
+        struct gen *g = calloc(1, sizeof *g);
+        assert_non_null(g);
+        g->t = t;
+        g->total = req->path[7] == '/' ? strtoul(req->path + 8, NULL, 10) : 100000;
+        g->fail_at = req->path[7] == '/' ? 0 : 5000;
+        assert_int_equal(httpd_respond_stream(req, 200, "text/plain", gen_read, gen_free, g), 0);
+        /* Answered: a second answer is refused and its stream released. */
+        g = calloc(1, sizeof *g);
+        assert_non_null(g);
+        g->t = t;
+        assert_int_equal(httpd_respond_stream(req, 200, NULL, gen_read, gen_free, g), -EALREADY);
         return;
     }
     if (strcmp(req->path, "/noanswer") == 0)
@@ -557,6 +602,41 @@ static void test_unix_get_post(void **state)
     assert_int_equal(access(t.sock, F_OK), -1); /* close unlinked it */
     teardown_t(&t);
     assert_int_equal(count_fds(), fds);
+}
+
+/* httpd_respond_stream: the whole answer arrives (chunked, over many
+ * reads), an aborted one is seen as incomplete by the client, and every
+ * stream is released once. */
+static void test_stream(void **state)
+{
+    (void)state;
+    struct t t;
+    setup_t(&t, 15000);
+    struct httpd_config cfg = base_cfg(&t);
+    assert_int_equal(httpd_open(&t.loop, &cfg, &t.s), 0);
+    const char *big[] = { "--unix-socket", t.sock, "http://localhost/stream/300000", NULL };
+    const char *empty[] = { "--unix-socket", t.sock, "http://localhost/stream/0", NULL };
+    const char *fail[] = { "--unix-socket", t.sock, "http://localhost/stream-fail", NULL };
+    t.expected = 3;
+    curl_start(&t.cr[0], &t, big);
+    curl_start(&t.cr[1], &t, empty);
+    curl_start(&t.cr[2], &t, fail);
+    uv_run(&t.loop, UV_RUN_DEFAULT);
+    assert_int_equal(t.closed, 1);
+
+    assert_int_equal(t.cr[0].exit_status, 0);
+    assert_int_equal(t.cr[0].status, 200);
+    assert_int_equal(strlen(t.cr[0].body), 300000);
+    for (size_t i = 0; i < 300000; i++)
+        if (t.cr[0].body[i] != (char)('a' + i % 26))
+            fail_msg("byte %zu differs", i);
+    assert_int_equal(t.cr[1].exit_status, 0);
+    assert_int_equal(t.cr[1].status, 200);
+    assert_string_equal(t.cr[1].body, "");
+    /* curl: the chunked answer ended without its last chunk. */
+    assert_int_not_equal(t.cr[2].exit_status, 0);
+    assert_int_equal(t.streams_freed, 6);
+    teardown_t(&t);
 }
 
 static const char *big_body(size_t n)
@@ -1210,6 +1290,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unix_get_post),
         cmocka_unit_test(test_body_cap),
+        cmocka_unit_test(test_stream),
         cmocka_unit_test(test_body_cap_configured),
         cmocka_unit_test(test_slow_client_dropped),
         cmocka_unit_test(test_trickling_client_dropped),

@@ -15,18 +15,19 @@
 #           The http targets are three tests/fixtures/http_fixture servers
 #           (plain HTTP, GET /health -> 200 "OK"), one per site on
 #           127.0.N.20:8081 beside the Synapse stand-in. Every probe makes
-#           its own request each second on a connection of its own (the
-#           http client never reuses one: a probe must see that new clients
-#           can connect). The postgres probes run the full probe query on
+#           its own request each second, with the default keepalive (30s):
+#           on a kept connection, replaced at least every 30 s so that the
+#           connect is checked too. The postgres probes run the full probe query on
 #           the lab's three PostgreSQL servers, spread evenly, each on its
 #           own connection. The check rate actually achieved is read from
 #           the daemon's /metrics and printed, and every probe must pass.
 # floor     tests/fixtures/http_load, a bare libuv client, makes the same
-#           http requests at the same rate (fresh connection each, nothing
-#           else): its CPU is the kernel's TCP work alone, a floor for any
-#           implementation. On loopback a client is also charged the
-#           server's half of each handshake, which over a real network
-#           lands on the target's host.
+#           http requests at the same rate (nothing else), each on a kept
+#           connection, then each on a fresh one (what probes with
+#           keepalive: 0 do): its CPU is the kernel's TCP work alone, a
+#           floor for any implementation. On loopback a client is also
+#           charged the server's half of each handshake, which over a real
+#           network lands on the target's host.
 # latency   with the lab's normal configuration and daemons, SIGKILL DC3's
 #           PostgreSQL (the postmaster and every backend) N times and time
 #           the kill to `+sdown site=dc3` in DC1's daemon log; p50, p99
@@ -223,14 +224,20 @@ bench_load() {
     kill "$pid"
     wait "$pid" 2>/dev/null
     if [ "$FLOOR" = 1 ] && [ "$HTTPS" != 1 ]; then
-        "${NS[@]}" env LAB_INSTANCE="$LAB_DIR" LAB_SITE=bench "$LOADER" --rate "$N_HTTP" \
-            127.0.1.20:8081 127.0.2.20:8081 127.0.3.20:8081 >"$BENCH/load.out" 2>&1 &
-        pid=$!
-        PIDS+=("$pid")
-        sleep 5
-        cpu=$(cpu_over "$pid" 30)
-        sleep 5
-        echo "floor: tests/fixtures/http_load, the same $N_HTTP requests/s from a bare libuv client: $cpu% of one core ($(tail -n 1 "$BENCH/load.out"))"
+        local mode
+        for mode in --keepalive --fresh; do
+            "${NS[@]}" env LAB_INSTANCE="$LAB_DIR" LAB_SITE=bench "$LOADER" --rate "$N_HTTP" \
+                $([ "$mode" = --keepalive ] && echo --keepalive) \
+                127.0.1.20:8081 127.0.2.20:8081 127.0.3.20:8081 >"$BENCH/load.out" 2>&1 &
+            pid=$!
+            PIDS+=("$pid")
+            sleep 5
+            cpu=$(cpu_over "$pid" 30)
+            sleep 5
+            echo "floor: tests/fixtures/http_load, the same $N_HTTP requests/s from a bare libuv client, $([ "$mode" = --keepalive ] && echo "each on a kept connection (as the probes by default)" || echo "a fresh connection each (as probes with keepalive: 0)"): $cpu% of one core ($(tail -n 1 "$BENCH/load.out"))"
+            kill "$pid"
+            wait "$pid" 2>/dev/null
+        done
     fi
     stop_pids
     "$LAB" daemons start all >/dev/null 2>&1

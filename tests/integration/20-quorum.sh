@@ -36,11 +36,11 @@ check "/metrics reports lease, quorum and probes" wait_for 10 bash -c "
     diag "$(wc -c <"$LAB_DIR/metrics.txt") bytes of metrics" \
         "$(grep -E '^triad_(lease_held|quorum_have)|probe_up.site="dc2"' "$LAB_DIR/metrics.txt")"
 check "... streamed whole: a triad_probe_up line per probe, and the last family at the end" bash -c "
-    [ \"\$(grep -c '^triad_probe_up{' $LAB_DIR/metrics.txt)\" = \"\$(ip netns exec $LAB_NETNS $TRIAD status --json -c $LAB_DIR/dc1/triad.yaml | jq '.probes | length')\" ] &&
+    [ \"\$(grep -c '^triad_probe_up{' $LAB_DIR/metrics.txt)\" = \"\$(ip netns exec $LAB_NETNS $TRIAD status --json -c $LAB_DIR/dc1/triad.yaml | jq '[.sites[].probes[]] | length')\" ] &&
     tail -n 1 $LAB_DIR/metrics.txt | grep -q '^triad_reload_pending '"
 check "http probes keep their connection between checks (reused)" wait_for 10 st_is dc2 \
-    '[.probes[] | select(.kind == "http") | .reused] | (length > 0 and all)' true ||
-    diag "$(st dc2 '[.probes[] | select(.kind == "http") | {site, name, reused, detail}]')"
+    '[.sites[].probes[] | select(.kind == "http") | .reused] | (length > 0 and all)' true ||
+    diag "$(st dc2 '[.sites[].probes[] | select(.kind == "http") | {site, name, reused, detail}]')"
 
 # --- DC1's daemon restarted: it keeps its lease (state_dir/lease) ---
 mark_logs

@@ -85,7 +85,7 @@ struct http_request {
 
     int has_cert;
     time_t cert_not_after;
-    SSL_CTX *ssl_ctx; /* a reference while its ex data points here */
+    SSL_CTX *ssl_ctx;  /* a reference while its ex data points here */
     int opened_socket; /* curl opened a socket for it: not (only) a kept connection */
 
     char errbuf[CURL_ERROR_SIZE];
@@ -103,7 +103,7 @@ struct http_client {
     size_t n_requests; /* active + cancelled not yet delivered */
     CURL *pool[EASY_POOL];
     size_t n_pool;
-    int busy;          /* depth of our dispatch: teardown waits for 0 */
+    int busy; /* depth of our dispatch: teardown waits for 0 */
     int closing;
     int torn_down;
     int n_closing; /* uv handles whose close callback is pending */

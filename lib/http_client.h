@@ -43,7 +43,7 @@
 #define HTTP_DETAIL_MAX         256
 #define HTTP_MAX_KEEPALIVE_S    3600
 /* Idle kept connections per client unless http_client_set_max_idle says. */
-#define HTTP_DEFAULT_MAX_IDLE   64
+#define HTTP_DEFAULT_MAX_IDLE 64
 
 struct http_client;
 struct http_request;

@@ -432,9 +432,8 @@ static enum MHD_Result queue_answer(struct req *r)
 
 static enum MHD_Result answer_now(struct req *r, unsigned status, const char *json)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(strlen(json), (void *)(uintptr_t)json,
-                                        MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        strlen(json), (void *)(uintptr_t)json, MHD_RESPMEM_MUST_COPY);
     if (!resp || respond_with(r, status, "application/json", resp) < 0)
         return MHD_NO; /* out of memory: drop the connection */
     return queue_answer(r);

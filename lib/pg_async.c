@@ -217,10 +217,15 @@ static int poll_update(struct pg_async *pg, int events)
         poll_drop(pg);
         return -ENOTCONN;
     }
+    /* Once connected, libpq keeps its socket until the connection ends: the
+     * socket the handle watches since the last step of the connection is
+     * the one (a probe's queries need not fstat it twice a second). */
+    bool same = pg->poll && pg->poll_fd == fd && PQstatus(pg->conn) == CONNECTION_OK;
     struct stat st;
-    if (fstat(fd, &st) != 0)
+    if (!same && fstat(fd, &st) != 0)
         return -errno;
-    if (pg->poll && (pg->poll_fd != fd || pg->poll_ino != st.st_ino || pg->poll_dev != st.st_dev))
+    if (!same && pg->poll &&
+        (pg->poll_fd != fd || pg->poll_ino != st.st_ino || pg->poll_dev != st.st_dev))
         poll_drop(pg);
     if (!pg->poll) {
         uv_poll_t *p = malloc(sizeof *p);

@@ -364,11 +364,11 @@ static void read_probe(struct reader *r, struct ynode *n, const struct probe_def
                                            "interval", "timeout", "jitter", "cluster",
                                            "host",     "port",    "dbname", "max_replay_lag",
                                            NULL };
-    static const char *const http_keys[] = {
-        "name", "kind",       "site",          "critical",    "interval", "timeout",       "jitter",
-        "url",  "connect_to", "expect_status", "expect_body", "ca_file",  "cert_min_days", "keepalive",
-        NULL
-    };
+    static const char *const http_keys[] = { "name",          "kind",        "site",
+                                             "critical",      "interval",    "timeout",
+                                             "jitter",        "url",         "connect_to",
+                                             "expect_status", "expect_body", "ca_file",
+                                             "cert_min_days", "keepalive",   NULL };
     static const char *const dns_keys[] = { "name",     "kind",    "site",   "critical",
                                             "interval", "timeout", "jitter", "query",
                                             "type",     "servers", "expect", NULL };

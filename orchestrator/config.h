@@ -13,12 +13,12 @@
 
 #include "lib/diag.h"
 
-#define CFG_MAX_SITES    7
-#define CFG_MAX_PROBES   2000
-#define CFG_MAX_LIST     64 /* any other list: names, servers, addresses */
+#define CFG_MAX_SITES  7
+#define CFG_MAX_PROBES 2000
+#define CFG_MAX_LIST   64 /* any other list: names, servers, addresses */
 /* http probes reuse a connection this long by default (keepalive). */
 #define CFG_DEFAULT_HTTP_KEEPALIVE_MS 30000
-#define CFG_DEFAULT_PATH "/etc/triad/triad.yaml"
+#define CFG_DEFAULT_PATH              "/etc/triad/triad.yaml"
 
 enum site_role { ROLE_PRIMARY, ROLE_STANDBY, ROLE_WITNESS };
 enum failover_mode { MODE_MANUAL, MODE_SEMI_AUTOMATIC, MODE_AUTOMATIC };

@@ -316,8 +316,7 @@ static void handle(struct httpd_request *req)
         }
         ms->d = c->d;
         buf_init(&ms->pending, 2 * HTTPD_STREAM_BLOCK + 64 * 1024);
-        httpd_respond_stream(req, 200, "text/plain; version=0.0.4", metrics_read, metrics_free,
-                             ms);
+        httpd_respond_stream(req, 200, "text/plain; version=0.0.4", metrics_read, metrics_free, ms);
         return;
     }
     if (strcmp(path, "/v1/health") == 0) {

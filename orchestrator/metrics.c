@@ -74,8 +74,8 @@ static void render_duration(struct buf *b, const struct probe *p)
                "triad_probe_duration_seconds_bucket{site=\"%s\",probe=\"%s\",le=\"+Inf\"} "
                "%llu\n",
                p->cfg->site, p->cfg->name, (unsigned long long)p->duration_count);
-    buf_printf(b, "triad_probe_duration_seconds_sum{site=\"%s\",probe=\"%s\"} %.6f\n",
-               p->cfg->site, p->cfg->name, p->duration_sum_s);
+    buf_printf(b, "triad_probe_duration_seconds_sum{site=\"%s\",probe=\"%s\"} %.6f\n", p->cfg->site,
+               p->cfg->name, p->duration_sum_s);
     buf_printf(b, "triad_probe_duration_seconds_count{site=\"%s\",probe=\"%s\"} %llu\n",
                p->cfg->site, p->cfg->name, (unsigned long long)p->duration_count);
 }
@@ -84,8 +84,8 @@ static void render_lag(struct buf *b, const struct probe *p)
 {
     json_t *lag = json_object_get(p->last.fields, "replay_lag_bytes");
     if (p->cfg->kind == PROBE_POSTGRES && json_is_integer(lag))
-        buf_printf(b, "triad_pg_replay_lag_bytes{site=\"%s\",probe=\"%s\"} %lld\n",
-                   p->cfg->site, p->cfg->name, (long long)json_integer_value(lag));
+        buf_printf(b, "triad_pg_replay_lag_bytes{site=\"%s\",probe=\"%s\"} %lld\n", p->cfg->site,
+                   p->cfg->name, (long long)json_integer_value(lag));
 }
 
 /* The per-probe families, in order: each a header, then a part per probe. */
@@ -102,8 +102,7 @@ static const struct {
 
 static void render_tail(struct daemon *d, struct buf *b);
 
-int metrics_render_next(struct daemon *d, struct buf *b, struct metrics_cursor *c,
-                        size_t at_least)
+int metrics_render_next(struct daemon *d, struct buf *b, struct metrics_cursor *c, size_t at_least)
 {
     const struct probe_sched *s = &d->probes;
     if (!c->started) {

@@ -22,6 +22,23 @@ struct cb_ctx {
     uint64_t seq;
 };
 
+/* The result's fields; the previous result's object when they are the
+ * same (most checks: nothing is allocated). Fields are never changed once
+ * made, so sharing them is safe. */
+static json_t *result_fields(const struct probe *p, const struct http_response *res)
+{
+    json_t *prev = p->last.fields;
+    json_t *days = json_object_get(prev, "cert_days_left");
+    if (prev && json_integer_value(json_object_get(prev, "status")) == res->status &&
+        json_is_true(json_object_get(prev, "reused")) == (res->reused != 0) &&
+        (res->has_cert ? days && json_integer_value(days) == res->cert_days_left : !days))
+        return json_incref(prev);
+    json_t *fields = json_pack("{s:i,s:b}", "status", (int)res->status, "reused", res->reused);
+    if (res->has_cert)
+        json_object_set_new(fields, "cert_days_left", json_integer(res->cert_days_left));
+    return fields;
+}
+
 static void on_done(struct http_request *req, const struct http_response *res, void *arg)
 {
     (void)req;
@@ -34,9 +51,7 @@ static void on_done(struct http_request *req, const struct http_response *res, v
         return;
     hp->req = NULL;
     const struct cfg_probe *c = p->cfg;
-    json_t *fields = json_pack("{s:i,s:b}", "status", (int)res->status, "reused", res->reused);
-    if (res->has_cert)
-        json_object_set_new(fields, "cert_days_left", json_integer(res->cert_days_left));
+    json_t *fields = result_fields(p, res);
     if (res->result < 0) {
         probe_finish(p, false, fields, "%s", res->detail);
         return;

@@ -167,11 +167,8 @@ static void set_detail(struct probe *p, const char *detail)
     line[o] = '\0';
     if (p->last.detail && strcmp(p->last.detail, line) == 0)
         return;
-    char *copy = strdup(line);
-    if (!copy)
-        return; /* keeps the previous detail rather than none */
     free(p->last.detail);
-    p->last.detail = copy;
+    p->last.detail = strdup(line); /* out of memory: no detail, never a stale one */
 }
 
 const char *probe_detail(const struct probe *p)

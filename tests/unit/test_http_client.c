@@ -702,10 +702,9 @@ static void test_keepalive_per_target(void **state)
     snprintf(pin2, sizeof pin2, "127.0.0.2:%d", plain2_port);
     struct ctx x;
     ctx_init(&x);
-    struct http_request_opts a = { .url = "http://matrix.test/conn",
-                                   .connect_to = pin1,
-                                   .timeout_ms = 5000,
-                                   .keepalive_s = 30 };
+    struct http_request_opts a = {
+        .url = "http://matrix.test/conn", .connect_to = pin1, .timeout_ms = 5000, .keepalive_s = 30
+    };
     struct http_request_opts b = a;
     b.connect_to = pin2;
     struct outcome r;

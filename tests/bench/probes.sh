@@ -6,7 +6,10 @@
 #           `triad daemon`: the lab's dc3 configuration (the witness: no
 #           lease to lose, nothing to self-fence) with its own state
 #           directory and socket and these probes instead of the lab's; the
-#           lab's own daemons are stopped. After a warm-up, over a window:
+#           lab's own daemons are stopped. After a warm-up (30 s: the
+#           start - 100 PostgreSQL logins, a thousand first connections -
+#           and the first readiness round, 10 s after the start, are then
+#           behind; the next round comes 5 minutes later), over a window:
 #           the daemon's CPU (utime+stime from /proc/PID/stat, % of one
 #           core) and its memory (VmRSS, VmHWM from /proc/PID/status, with
 #           the anonymous/file split and the PSS from smaps_rollup).
@@ -37,7 +40,7 @@
 #
 #   tests/bench/probes.sh [load|latency|all]     (default all; load includes the floor)
 #
-# Environment: BENCH_HTTP (1000), BENCH_PG (100), BENCH_WARMUP (10 s),
+# Environment: BENCH_HTTP (1000), BENCH_PG (100), BENCH_WARMUP (30 s),
 # BENCH_WINDOW (60 s), BENCH_FLOOR=0 (skip the floor), BENCH_KILLS (20),
 # BENCH_HTTPS=1 (the http probes use TLS, against fixtures serving the lab's
 # ingress certificate: a variant, not the target), BENCH_WRAP (a command put
@@ -52,7 +55,7 @@ cd "$(dirname "$0")/../.." || exit 1
 WHAT=${1:-all}
 N_HTTP=${BENCH_HTTP:-1000}
 N_PG=${BENCH_PG:-100}
-WARMUP=${BENCH_WARMUP:-10}
+WARMUP=${BENCH_WARMUP:-30}
 WINDOW=${BENCH_WINDOW:-60}
 FLOOR=${BENCH_FLOOR:-1}
 KILLS=${BENCH_KILLS:-20}

@@ -115,7 +115,7 @@ chaos: all unit-bins
 # The benchmarks (not part of `make test`): detection time over 20 kills,
 # 10 automatic dc1-loss drills (RTO and its parts), then the probe load
 # (one daemon with 1,000 http + 100 postgres probes: CPU, RSS; kill ->
-# +sdown latency). About 14 minutes; `make bench-probes` alone about 4.
+# +sdown latency). About 15 minutes; `make bench-probes` alone about 6.
 bench: all unit-bins
 	@tests/bench/detection.sh
 	@tests/bench/failover.sh

@@ -47,7 +47,7 @@
 # before the load's daemon, e.g. "heaptrack -o /tmp/ht": to find where the
 # time or memory goes; the figures are then not the daemon's alone).
 # Needs root; runs its own lab (LAB_DIR=/tmp/triad-bench-p, netns
-# triad-bench-p); about 4 minutes. The machine's load average is printed
+# triad-bench-p); about 6 minutes. The machine's load average is printed
 # before, during and after: CPU figures from a busy machine are not
 # comparable (the benchmark itself keeps PostgreSQL and the fixtures busy).
 set -u

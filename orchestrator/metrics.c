@@ -107,9 +107,10 @@ int metrics_render_next(struct daemon *d, struct buf *b, struct metrics_cursor *
     const struct probe_sched *s = &d->probes;
     if (!c->started) {
         c->started = true;
+        c->generation = s->generation;
         c->probes = s->probes;
         c->n = s->n;
-    } else if (c->probes != s->probes || c->n != s->n) {
+    } else if (c->generation != s->generation || c->probes != s->probes || c->n != s->n) {
         return -1; /* the probes were reloaded under a scrape in progress */
     }
     size_t start = b->len;

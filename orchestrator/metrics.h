@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "lib/buf.h"
 
@@ -13,7 +14,8 @@ struct probe;
 /* Where a rendering in parts stands; zero it to start. */
 struct metrics_cursor {
     bool started;
-    const struct probe *probes; /* the probe set it began with */
+    uint64_t generation; /* of the probe set it began with */
+    const struct probe *probes;
     size_t n;
     size_t family; /* per-probe family, then the rest */
     size_t i;      /* next probe in it */

@@ -95,6 +95,7 @@ struct probe_sched {
     probe_closed_cb on_closed;
     void *closed_arg;
     uint64_t rng;
+    uint64_t generation; /* differs for every probe_sched_init in the process */
 };
 
 extern const double probe_bucket_ms[PROBE_BUCKETS];

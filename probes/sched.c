@@ -97,7 +97,9 @@ static int site_index(const struct config *cfg, const char *name)
 int probe_sched_init(struct probe_sched *s, uv_loop_t *loop, const struct config *cfg,
                      probe_result_cb on_result, void *arg)
 {
+    static uint64_t generations;
     memset(s, 0, sizeof *s);
+    s->generation = ++generations;
     s->loop = loop;
     s->cfg = cfg;
     s->on_result = on_result;

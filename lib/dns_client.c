@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 
 #include "lib/buf.h"
+#include "lib/dns_wire.h"
 #include "lib/log.h"
 
 #define DNS_EDNS_SIZE 1232 /* the DNS flag day 2020 value */
@@ -299,7 +300,8 @@ static int parse_answer(struct dns_query *q, const unsigned char *abuf, int alen
 {
     int result = 0;
     ldns_pkt *pkt = NULL;
-    if (ldns_wire2pkt(&pkt, abuf, (size_t)alen) != LDNS_STATUS_OK) {
+    if (!dns_wire_acceptable(abuf, (size_t)alen) ||
+        ldns_wire2pkt(&pkt, abuf, (size_t)alen) != LDNS_STATUS_OK) {
         result = -EBADMSG;
         goto out;
     }

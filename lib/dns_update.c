@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include "lib/buf.h"
+#include "lib/dns_wire.h"
 #include "lib/log.h"
 #include "lib/tsig_key.h"
 
@@ -849,7 +850,8 @@ static void on_message(struct dns_update *u, const uint8_t *data, size_t len, bo
         return;
     }
     ldns_pkt *pkt = NULL;
-    if (ldns_wire2pkt(&pkt, data, len) != LDNS_STATUS_OK || !pkt) {
+    if (!dns_wire_acceptable(data, len) || ldns_wire2pkt(&pkt, data, len) != LDNS_STATUS_OK ||
+        !pkt) {
         decide(u, -EBADMSG, -1, "malformed answer from %s", u->target);
         return;
     }

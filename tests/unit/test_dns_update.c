@@ -22,6 +22,7 @@
 #include "namedtmp.h"
 #include "lib/buf.h"
 #include "lib/dns_client.h"
+#include "lib/dns_wire.h"
 #include "lib/dns_update.h"
 #include "lib/tsig_key.h"
 #include "runbooks/action.h"
@@ -298,6 +299,56 @@ static void cas(const char *name, const char *fence, const char *from, int64_t t
 static void key_path(const char *name, char *out, size_t len)
 {
     snprintf(out, len, "%s/%s", tmpdir, name);
+}
+
+/* A message: a question for lab.test, then `n` records of the given types
+ * (owner: a pointer to the question's name, no rdata), all counted in the
+ * additional section. */
+static size_t wire_msg(uint8_t *m, const uint16_t *types, int n)
+{
+    static const uint8_t head[] = { 0x12, 0x34, 0x80, 0x00, 0,   1,   0,   0,   0, 0, 0, 0, 3,
+                                    'l',  'a',  'b',  4,    't', 'e', 's', 't', 0, 0, 6, 0, 1 };
+    memcpy(m, head, sizeof head);
+    m[11] = (uint8_t)n;
+    size_t len = sizeof head;
+    for (int i = 0; i < n; i++) {
+        const uint8_t rr[] = {
+            0xC0, 12, (uint8_t)(types[i] >> 8), (uint8_t)types[i], 0, 0xFF, 0, 0, 0, 0, 0, 0
+        };
+        memcpy(m + len, rr, sizeof rr);
+        len += sizeof rr;
+    }
+    return len;
+}
+
+/* ldns leaks all but the last of several TSIG (or OPT) records: such
+ * messages are refused before it parses them (the dns_update fuzzer's
+ * finding-two-tsig). */
+static void test_wire_acceptable(void **state)
+{
+    (void)state;
+    uint8_t m[512];
+    const uint16_t one_each[] = { 41, 16, 250 }, two_tsig[] = { 250, 16, 250 },
+                   two_opt[] = { 41, 41 };
+    size_t len = wire_msg(m, one_each, 3);
+    assert_true(dns_wire_acceptable(m, len));
+    assert_false(dns_wire_acceptable(m, len - 1)); /* the last record cut short */
+    assert_false(dns_wire_acceptable(m, 11));
+    assert_false(dns_wire_acceptable(NULL, 0));
+    assert_false(dns_wire_acceptable(m, wire_msg(m, two_tsig, 3)));
+    assert_false(dns_wire_acceptable(m, wire_msg(m, two_opt, 2)));
+    assert_true(dns_wire_acceptable(m, wire_msg(m, two_opt, 0)));
+    /* A name with a reserved label type (0x40) is not walked. */
+    len = wire_msg(m, one_each, 1);
+    m[12] = 0x43;
+    assert_false(dns_wire_acceptable(m, len));
+
+    FILE *f = fopen("tests/fuzz/corpus/dns_update/finding-two-tsig", "rb");
+    assert_non_null(f);
+    size_t n = fread(m, 1, sizeof m, f);
+    fclose(f);
+    assert_true(n > 13);
+    assert_false(dns_wire_acceptable(m + 1, n - 1)); /* after the harness's control byte */
 }
 
 static void test_key_good(void **state)
@@ -1322,6 +1373,7 @@ static void test_action_unreachable_and_cancel(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_wire_acceptable),
         cmocka_unit_test(test_key_good),
         cmocka_unit_test(test_key_world_readable),
         cmocka_unit_test(test_key_wrong_algorithm),

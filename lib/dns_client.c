@@ -300,8 +300,7 @@ static int parse_answer(struct dns_query *q, const unsigned char *abuf, int alen
 {
     int result = 0;
     ldns_pkt *pkt = NULL;
-    if (!dns_wire_acceptable(abuf, (size_t)alen) ||
-        ldns_wire2pkt(&pkt, abuf, (size_t)alen) != LDNS_STATUS_OK) {
+    if (dns_wire2pkt(&pkt, abuf, (size_t)alen) != LDNS_STATUS_OK) {
         result = -EBADMSG;
         goto out;
     }

@@ -850,8 +850,7 @@ static void on_message(struct dns_update *u, const uint8_t *data, size_t len, bo
         return;
     }
     ldns_pkt *pkt = NULL;
-    if (!dns_wire_acceptable(data, len) || ldns_wire2pkt(&pkt, data, len) != LDNS_STATUS_OK ||
-        !pkt) {
+    if (dns_wire2pkt(&pkt, data, len) != LDNS_STATUS_OK || !pkt) {
         decide(u, -EBADMSG, -1, "malformed answer from %s", u->target);
         return;
     }

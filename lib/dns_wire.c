@@ -66,3 +66,11 @@ bool dns_wire_acceptable(const uint8_t *msg, size_t len)
     }
     return tsig <= 1 && opt <= 1;
 }
+
+ldns_status dns_wire2pkt(ldns_pkt **pkt, const uint8_t *msg, size_t len)
+{
+    *pkt = NULL;
+    if (!dns_wire_acceptable(msg, len))
+        return LDNS_STATUS_WIRE_RDATA_ERR;
+    return ldns_wire2pkt(pkt, msg, len);
+}

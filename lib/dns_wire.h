@@ -9,6 +9,7 @@
 #ifndef TRIAD_DNS_WIRE_H
 #define TRIAD_DNS_WIRE_H
 
+#include <ldns/ldns.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,5 +17,9 @@
 /* True when the message's sections can be walked within len and its
  * additional section holds at most one TSIG and at most one OPT record. */
 bool dns_wire_acceptable(const uint8_t *msg, size_t len);
+/* ldns_wire2pkt for messages from the network: one that is not acceptable
+ * is refused with LDNS_STATUS_WIRE_RDATA_ERR before ldns sees it. Every
+ * parse of a received message goes through here. */
+ldns_status dns_wire2pkt(ldns_pkt **pkt, const uint8_t *msg, size_t len);
 
 #endif

@@ -349,6 +349,13 @@ static void test_wire_acceptable(void **state)
     fclose(f);
     assert_true(n > 13);
     assert_false(dns_wire_acceptable(m + 1, n - 1)); /* after the harness's control byte */
+    ldns_pkt *pkt = (ldns_pkt *)m;
+    assert_int_not_equal(dns_wire2pkt(&pkt, m + 1, n - 1), LDNS_STATUS_OK);
+    assert_null(pkt);
+    len = wire_msg(m, one_each, 0);
+    assert_int_equal(dns_wire2pkt(&pkt, m, len), LDNS_STATUS_OK);
+    assert_non_null(pkt);
+    ldns_pkt_free(pkt);
 }
 
 static void test_key_good(void **state)
